@@ -1,0 +1,190 @@
+"""Settings, read once from ``JOBSVC_*`` environment variables and validated.
+
+Nothing else in jobsvc reads ``os.environ``: every module gets a `Settings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from jobsvc.errors import ConfigError
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of jobsvc; the README's configuration table documents each one."""
+
+    database_url: str | None = None
+    storage_url: str = "file://./.jobsvc/results"
+    s3_endpoint_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    concurrency: int = 16
+    max_image_bytes: int = 20 * 1024 * 1024
+    fetch_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    probe_timeout: float = 5.0
+    max_attempts: int = 3
+    allow_private_urls: bool = False
+    verify_on_enqueue: bool = True
+    rescue_interval: float = 15.0
+    shutdown_grace: float = 30.0
+    retry_backoff: float = 1.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    metrics_port: int | None = None
+    worker_id: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``JOBSVC_*`` from ``environ`` (default: the process environment).
+
+        ``overrides`` (e.g. from command-line flags) win over the environment.
+        Raises `ConfigError` naming the variable and the accepted values.
+        """
+        env = os.environ if environ is None else environ
+        r = _Reader(env)
+        values: dict[str, Any] = {
+            "database_url": r.get("DATABASE_URL", str, None),
+            "storage_url": r.get("STORAGE_URL", _storage_url, cls.storage_url),
+            "s3_endpoint_url": r.get("S3_ENDPOINT_URL", _http_url, None),
+            "host": r.get("HOST", _nonempty, cls.host),
+            "port": r.get("PORT", _int_in(0, 65535), cls.port),
+            "concurrency": r.get("CONCURRENCY", _int_in(1, 1000), cls.concurrency),
+            "max_image_bytes": r.get("MAX_IMAGE_BYTES", _int_in(1, 2**40), cls.max_image_bytes),
+            "fetch_timeout": r.get("FETCH_TIMEOUT", _float_in(0.01, 3600), cls.fetch_timeout),
+            "connect_timeout": r.get("CONNECT_TIMEOUT", _float_in(0.01, 600), cls.connect_timeout),
+            "probe_timeout": r.get("PROBE_TIMEOUT", _float_in(0.01, 600), cls.probe_timeout),
+            "max_attempts": r.get("MAX_ATTEMPTS", _int_in(1, 10), cls.max_attempts),
+            "allow_private_urls": r.get("ALLOW_PRIVATE_URLS", _bool, cls.allow_private_urls),
+            "verify_on_enqueue": r.get("VERIFY_ON_ENQUEUE", _bool, cls.verify_on_enqueue),
+            "rescue_interval": r.get("RESCUE_INTERVAL", _float_in(0.05, 86400), cls.rescue_interval),
+            "shutdown_grace": r.get("SHUTDOWN_GRACE", _float_in(0, 86400), cls.shutdown_grace),
+            "retry_backoff": r.get("RETRY_BACKOFF", _float_in(0, 3600), cls.retry_backoff),
+            "log_format": r.get("LOG_FORMAT", _choice("text", "json"), cls.log_format),
+            "log_level": r.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), cls.log_level),
+            "metrics_port": r.get("METRICS_PORT", _int_in(0, 65535), None),
+            "worker_id": r.get("WORKER_ID", _nonempty, f"{socket.gethostname()}:{os.getpid()}"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "JOBSVC_DATABASE_URL is not set: give a PostgreSQL URI "
+                "(postgresql://user@host/db), or run `jobsvc dev` for an embedded one"
+            )
+        return self.database_url
+
+
+#: Every variable `Settings.from_env` understands (used by the compose test and the README).
+KNOWN_VARIABLES = frozenset(
+    "JOBSVC_" + name
+    for name in [
+        *("DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "HOST", "PORT", "CONCURRENCY"),
+        *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
+        *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
+        *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
+    ]
+)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        var = "JOBSVC_" + name
+        raw = self._env.get(var)
+        if raw is None or (raw.strip() == "" and parse is not _bool):
+            return default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{var}={raw!r:.100} is invalid: {exc}") from None
+
+
+def _bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _nonempty(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer between {low} and {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number of seconds between {low} and {high}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(f"expected a number of seconds between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        for choice in choices:
+            if raw.lower() == choice.lower():
+                return choice
+        raise ValueError("expected one of " + ", ".join(choices))
+
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL such as http://127.0.0.1:9000")
+    return raw
+
+
+def _storage_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError("expected s3://bucket[/prefix]")
+        return raw
+    if parts.scheme == "file":
+        if not (parts.netloc + parts.path):
+            raise ValueError("expected file:///absolute/dir or file://./relative/dir")
+        return raw
+    raise ValueError("expected s3://bucket[/prefix] or file:///dir")

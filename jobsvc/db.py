@@ -1,0 +1,230 @@
+"""PostgreSQL access from trio (DESIGN §4).
+
+psycopg's async API is asyncio-only, so jobsvc uses the sync API: every unit of
+work is one function ``fn(conn)`` run in one `trio.to_thread.run_sync` hop on a
+connection, inside one transaction. Three shapes:
+
+- `Database`: a small pool for request-shaped work (API queries, the rescuer).
+- `Session`: one dedicated connection, for the worker's claims and finishes, because
+  the session advisory locks it takes belong to that connection.
+- `Listener`: one autocommit connection that LISTENs, waiting on its socket with
+  `trio.lowlevel.wait_readable` (no thread, no polling).
+
+Errors: psycopg's ``OperationalError`` and the pool's ``PoolTimeout`` become
+`DatabaseUnavailable` here, and only here.
+
+A thread hop cannot be cancelled halfway: once a statement is sent, trio waits for
+its transaction to end (``abandon_on_cancel=False``), so a cancelled caller never
+leaves a transaction in an unknown state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import trio
+from psycopg.rows import dict_row
+
+from jobsvc.errors import DatabaseUnavailable
+
+T = TypeVar("T")
+Conn = psycopg.Connection[dict[str, Any]]
+log = logging.getLogger("jobsvc.db")
+
+#: TCP keepalives on every connection, so a host that vanished without a FIN or
+#: RST is noticed within about idle + interval * count = 10 s (tcp_user_timeout
+#: bounds unacknowledged writes the same way). libpq ignores them on Unix sockets.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 4,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "connect_timeout": 5,
+}
+
+
+def connect(url: str, *, autocommit: bool = False, application_name: str = "jobsvc") -> Conn:
+    """Open one connection with keepalives and dict rows. Blocking: call from a thread."""
+    try:
+        return psycopg.connect(
+            url,
+            autocommit=autocommit,
+            row_factory=dict_row,
+            application_name=application_name,
+            **KEEPALIVES,
+        )
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Database:
+    """A bounded pool of connections used one thread hop at a time.
+
+    `run` waits at most ``timeout`` seconds for a connection and then raises
+    `DatabaseUnavailable`; the pool reconnects in the background by itself.
+    """
+
+    def __init__(
+        self, url: str, *, max_size: int = 4, timeout: float = 5.0, application_name: str = "jobsvc"
+    ) -> None:
+        self.url = url
+        self._timeout = timeout
+        self._limiter = trio.CapacityLimiter(max_size)
+        self._pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            connection_class=psycopg.Connection[dict[str, Any]],
+            kwargs={"row_factory": dict_row, "application_name": application_name, **KEEPALIVES},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            reconnect_timeout=3600,
+            name=application_name,
+        )
+
+    async def open(self) -> None:
+        # wait=False: a service starts even while PostgreSQL is down (/readyz says so).
+        await trio.to_thread.run_sync(lambda: self._pool.open(wait=False))
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(lambda: self._pool.close(timeout=2))
+
+    async def run(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn(conn)`` in a thread, in one transaction committed when it returns."""
+
+        def hop() -> T:
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    return fn(conn)
+            except psycopg_pool.PoolTimeout as exc:
+                raise DatabaseUnavailable("PostgreSQL is not reachable (no connection in time)") from exc
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(f"lost the PostgreSQL connection: {_first_line(exc)}") from exc
+
+        return await trio.to_thread.run_sync(hop, limiter=self._limiter)
+
+
+class Session:
+    """One dedicated connection, used by one task at a time.
+
+    The worker claims and finishes jobs through its session because the advisory
+    locks it takes belong to the connection: when the connection dies, every lock
+    goes with it and `broken` becomes true; the owner must then give up its jobs.
+    """
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._lock = trio.Lock()
+        self.broken = False
+
+    @classmethod
+    async def connect(cls, url: str, application_name: str = "jobsvc-worker") -> Session:
+        conn = await trio.to_thread.run_sync(lambda: connect(url, application_name=application_name))
+        return cls(conn)
+
+    @property
+    def backend_pid(self) -> int:
+        return self._conn.info.backend_pid
+
+    async def run(self, fn: Callable[[Conn], T]) -> T:
+        """Run ``fn(conn)`` in one transaction. Raises `DatabaseUnavailable` when the link breaks."""
+
+        def hop() -> T:
+            try:
+                with self._conn.transaction():
+                    return fn(self._conn)
+            except psycopg.OperationalError as exc:
+                self.broken = True
+                raise DatabaseUnavailable(f"lost the worker's session: {_first_line(exc)}") from exc
+
+        if self.broken:
+            raise DatabaseUnavailable("the worker's session is broken")
+        async with self._lock:
+            return await trio.to_thread.run_sync(hop)
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                await trio.to_thread.run_sync(self._conn.close)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    channel: str
+    payload: str
+
+
+class Listener:
+    """A LISTEN connection read on its socket, without a thread.
+
+    Use as ``async with Listener.open(url, channels) as listener: async for n in listener``.
+    Iteration raises `DatabaseUnavailable` when the connection breaks; cancelling
+    it leaves the connection usable. Closing the context closes the connection.
+    """
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, url: str, channels: Sequence[str]) -> Listener:
+        def setup() -> Conn:
+            conn = connect(url, autocommit=True, application_name="jobsvc-listener")
+            try:
+                for channel in channels:
+                    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+            except psycopg.OperationalError as exc:
+                conn.close()
+                raise DatabaseUnavailable(f"cannot LISTEN: {_first_line(exc)}") from exc
+            return conn
+
+        return cls(await trio.to_thread.run_sync(setup))
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._conn.close()  # closing a socket does not block
+
+    def __aiter__(self) -> AsyncIterator[Notification]:
+        return self._notifications()
+
+    async def _notifications(self) -> AsyncIterator[Notification]:
+        fd = self._conn.fileno()
+        while True:
+            try:
+                # timeout=0 only drains what has already arrived: it never blocks.
+                batch = [Notification(n.channel, n.payload) for n in self._conn.notifies(timeout=0)]
+            except psycopg.OperationalError as exc:
+                raise DatabaseUnavailable(f"lost the LISTEN connection: {_first_line(exc)}") from exc
+            for notification in batch:
+                yield notification
+            if not batch:
+                await trio.lowlevel.wait_readable(fd)
+
+
+async def run_with_backoff(
+    what: str, fn: Callable[[], Any], *, first: float = 0.1, cap: float = 5.0
+) -> None:
+    """Call the async ``fn`` forever, restarting it with capped exponential backoff when it
+    raises `DatabaseUnavailable` (logged). Returns when ``fn`` returns; cancellation ends it."""
+    delay = first
+    while True:
+        try:
+            await fn()
+            return
+        except DatabaseUnavailable as exc:
+            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
+        await trio.sleep(delay)
+        delay = min(delay * 2, cap)

@@ -1,0 +1,54 @@
+"""The jobsvc exception hierarchy.
+
+    JobsvcError                 root of everything jobsvc raises on purpose
+    ├── ConfigError             a JOBSVC_* setting is missing or malformed
+    ├── InvalidRequest          a client sent something we refuse (HTTP 400)
+    ├── NotFound                the job or result does not exist (HTTP 404)
+    ├── Conflict                same jobId + resultFile, different request (HTTP 409)
+    ├── DatabaseUnavailable     PostgreSQL could not be reached in time (HTTP 503)
+    └── JobError                a job attempt failed; decides the job's outcome
+        ├── PermanentError      retrying cannot help: the job is Failed at once
+        └── TransientError      may work later: retried with backoff until maxAttempts
+
+Errors from the layers below (psycopg, httpx, boto3) are translated into these
+in exactly one place per layer (`db`, `fetch`, `storage`), with ``raise … from``.
+The HTTP status of each error is decided in one place, `api`.
+"""
+
+from __future__ import annotations
+
+
+class JobsvcError(Exception):
+    """Root of every error jobsvc raises on purpose. ``str(err)`` is a sentence for humans."""
+
+
+class ConfigError(JobsvcError):
+    """A setting is missing or malformed; raised once, at start-up."""
+
+
+class InvalidRequest(JobsvcError):
+    """The client's request is malformed or refused (bad field, unsafe URL, not an image)."""
+
+
+class NotFound(JobsvcError):
+    """The requested job or result does not exist."""
+
+
+class Conflict(JobsvcError):
+    """The (jobId, resultFile) pair already exists with a different request."""
+
+
+class DatabaseUnavailable(JobsvcError):
+    """PostgreSQL did not answer (connection refused, pool timeout, connection lost)."""
+
+
+class JobError(JobsvcError):
+    """A job attempt failed. Subclasses decide whether it is retried."""
+
+
+class PermanentError(JobError):
+    """Retrying cannot help (blocked address, 4xx, not an image, too large): Failed at once."""
+
+
+class TransientError(JobError):
+    """May succeed later (timeout, connection error, 5xx, 408/429, storage hiccup): retried."""

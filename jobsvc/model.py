@@ -1,0 +1,160 @@
+"""The job row, its statuses, result-file naming and the JSON view. Pure: no I/O."""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from jobsvc.errors import InvalidRequest
+
+MAX_URL_LENGTH = 2048
+MAX_TYPE_LENGTH = 64
+MAX_FILE_NAME_BYTES = 255
+
+
+class Status(enum.StrEnum):
+    """Mirrors the CHECK constraint on ``jobsvc_results.status`` in schema.sql."""
+
+    QUEUED = "Queued"
+    PROCESSING = "Processing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.CANCELED)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One result row of ``jobsvc_results``; ``id`` is also its advisory-lock key."""
+
+    id: int
+    job_id: uuid.UUID
+    result_file: str
+    type: str
+    img_url: str
+    status: Status
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    error: str | None
+    cancel_requested_at: datetime | None
+    worker_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        fields = dict(row)
+        fields["status"] = Status(fields["status"])
+        return cls(**{name: fields[name] for name in cls.__slots__})
+
+    @property
+    def storage_key(self) -> str:
+        """Results of different jobs never overwrite each other: the key is per job."""
+        return f"{self.job_id}/{self.result_file}"
+
+
+def epoch_ms(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1000)
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The JSON view of a result, as every endpoint and event shows it (DESIGN §2)."""
+    duration = None
+    if job.finished_at is not None:
+        duration = int((job.finished_at - job.created_at).total_seconds() * 1000)
+    return {
+        "jobId": str(job.job_id),
+        "type": job.type,
+        "imgUrl": job.img_url,
+        "status": job.status.value,
+        "resultFile": job.result_file,
+        "createdAt": epoch_ms(job.created_at),
+        "updatedAt": epoch_ms(job.updated_at),
+        "startedAt": epoch_ms(job.started_at),
+        "finishedAt": epoch_ms(job.finished_at),
+        "durationMs": duration,
+        "attempts": job.attempts,
+        "maxAttempts": job.max_attempts,
+        "priority": job.priority,
+        "runAt": epoch_ms(job.run_at),
+        "cancelRequested": job.cancel_requested_at is not None,
+        "error": job.error,
+    }
+
+
+def parse_job_id(text: str) -> uuid.UUID:
+    """A job id is a UUID in any standard spelling, never the nil UUID."""
+    try:
+        value = uuid.UUID(text)
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidRequest(f"jobId must be a UUID, got {text!r:.80}") from None
+    if value.int == 0:
+        raise InvalidRequest("jobId must not be the nil UUID")
+    return value
+
+
+def check_file_name(name: str) -> str:
+    """Refuse names that are unusable as one path segment on any storage backend.
+
+    A result file is always stored under ``{jobId}/``: no separator, no dot
+    segment and no control character may let it escape or hide there.
+    """
+    if not name or name in (".", ".."):
+        raise InvalidRequest("the URL's last path segment must be a file name")
+    if "/" in name or "\\" in name:
+        raise InvalidRequest("the result file name must not contain a path separator")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
+        raise InvalidRequest("the result file name must not contain control characters")
+    if name != name.strip():
+        raise InvalidRequest("the result file name must not start or end with whitespace")
+    if len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        raise InvalidRequest(f"the result file name is longer than {MAX_FILE_NAME_BYTES} bytes")
+    return name
+
+
+def result_file_from_url(url: str) -> str:
+    """The last path segment of ``url``, percent-decoded, without query or fragment.
+
+    ``https://h/a/results_2.png?X-Amz-Expires=60`` → ``results_2.png``.
+    """
+    path = urlsplit(url).path
+    segment = path.rsplit("/", 1)[-1]
+    try:
+        name = unquote(segment, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the URL's file name is not valid UTF-8 once decoded") from None
+    return check_file_name(name)
+
+
+def check_image_url(url: str) -> str:
+    """Syntactic checks of a client's URL (addresses are checked when fetching)."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRequest(f"imgUrl is longer than {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise InvalidRequest("imgUrl must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequest(f"imgUrl is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidRequest("imgUrl must be an absolute http or https URL")
+    if not parts.hostname:
+        raise InvalidRequest("imgUrl must name a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidRequest("imgUrl must not carry credentials")
+    if port == 0:
+        raise InvalidRequest("imgUrl must not use port 0")
+    return url
