@@ -15,6 +15,7 @@ Channels:
 from __future__ import annotations
 
 import uuid
+from importlib import resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -219,6 +220,11 @@ class Outcome:
 # --- migration --------------------------------------------------------------------
 
 
+def load_schema() -> str:
+    """The text of schema.sql, shipped inside the package."""
+    return resources.files("jobsvc").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
 def migrate(conn: Conn, schema_sql: str) -> None:
     """Apply schema.sql; concurrent callers are serialised by a transaction advisory lock."""
     conn.execute(MIGRATE_LOCK_SQL, MIGRATE_LOCK)
@@ -352,7 +358,7 @@ def finish(conn: Conn, worker_id: str, outcomes: Sequence[Outcome]) -> list[Job]
         "ids": [o.id for o in outcomes],
         "kinds": [o.kind for o in outcomes],
         "errors": [o.error for o in outcomes],
-        "delays": [o.delay for o in outcomes],
+        "delays": [float(o.delay) for o in outcomes],
     }
     jobs = [Job.from_row(r) for r in conn.execute(FINISH_SQL, params)]
     conn.execute(UNLOCK_SQL, {"ids": params["ids"]})

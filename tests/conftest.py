@@ -1,0 +1,1 @@
+from tests.fixtures.database import *  # noqa: F403

@@ -1,0 +1,178 @@
+"""The queue's SQL against a real PostgreSQL: claim, finish, cancel, rescue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from jobsvc import queue
+from jobsvc.errors import Conflict, NotFound
+from jobsvc.model import Status
+from jobsvc.queue import NewResult, Outcome
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def other(database_url: str) -> Iterator[Conn]:
+    """A second session, as a second worker or the rescuer would have."""
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:
+        yield c
+
+
+def new(file: str = "a.png", job_id: uuid.UUID | None = None, **kw: Any) -> NewResult:
+    return NewResult(
+        job_id=job_id or uuid.uuid4(),
+        result_file=file,
+        type=kw.pop("type", "ingest"),
+        img_url=kw.pop("img_url", f"http://images.test/{file}"),
+        **kw,
+    )
+
+
+def advisory_locks(conn: Conn) -> set[int]:
+    rows = conn.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1")
+    return {int(r["objid"]) for r in rows}
+
+
+def test_enqueue_identical_returns_existing_and_different_conflicts(conn: Conn) -> None:
+    first, created = queue.enqueue(conn, new(job_id=(jid := uuid.uuid4())))
+    assert created and first.status is Status.QUEUED
+    again, created = queue.enqueue(conn, new(job_id=jid))
+    assert not created and again.id == first.id
+    with pytest.raises(Conflict):
+        queue.enqueue(conn, new(job_id=jid, type="other"))
+    second, created = queue.enqueue(conn, new("b.png", job_id=jid))
+    assert created and [j.result_file for j in queue.get_job(conn, jid)] == ["a.png", "b.png"]
+
+
+def test_claim_takes_at_most_limit_in_priority_order_and_locks_each(conn: Conn, other: Conn) -> None:
+    low = queue.enqueue(conn, new(priority=-5))[0]
+    high = queue.enqueue(conn, new(priority=7))[0]
+    mid = queue.enqueue(conn, new())[0]
+    with conn.transaction():
+        jobs, next_due = queue.claim(conn, "w1", 2)
+    assert [j.id for j in jobs] == [high.id, mid.id]
+    assert all(j.status is Status.PROCESSING and j.attempts == 1 and j.worker_id == "w1" for j in jobs)
+    assert advisory_locks(other) == {high.id, mid.id}
+    with other.transaction():
+        rest, _ = queue.claim(other, "w2", 5)
+    assert [j.id for j in rest] == [low.id]
+    assert next_due is None
+
+
+def test_claim_reports_next_due_for_delayed_rows(conn: Conn) -> None:
+    conn.execute("SELECT 1")
+    queue.enqueue(conn, new(run_at=conn.execute("SELECT now() + interval '30 s' AS t").fetchone()["t"]))
+    jobs, next_due = queue.claim(conn, "w1", 4)
+    assert jobs == [] and next_due is not None and 25 < next_due <= 30
+
+
+def test_finish_records_outcomes_and_releases_locks(conn: Conn, other: Conn) -> None:
+    for f in ("ok.png", "bad.png", "flaky.png", "back.png"):
+        queue.enqueue(conn, new(f))
+    with conn.transaction():
+        jobs, _ = queue.claim(conn, "w1", 4)
+    by_file = {j.result_file: j.id for j in jobs}
+    with conn.transaction():
+        done = queue.finish(
+            conn,
+            "w1",
+            [
+                Outcome(by_file["ok.png"], "completed"),
+                Outcome(by_file["bad.png"], "failed", "not an image"),
+                Outcome(by_file["flaky.png"], "retry", "the server answered 503", delay=60),
+                Outcome(by_file["back.png"], "requeue"),
+            ],
+        )
+    status = {j.result_file: (j.status, j.attempts, j.error) for j in done}
+    assert status["ok.png"] == (Status.COMPLETED, 1, None)
+    assert status["bad.png"] == (Status.FAILED, 1, "not an image")
+    assert status["flaky.png"] == (Status.QUEUED, 1, "the server answered 503")
+    assert status["back.png"] == (Status.QUEUED, 0, None)
+    assert advisory_locks(other) == set()
+
+
+def test_retry_after_last_attempt_fails_with_reason(conn: Conn) -> None:
+    queue.enqueue(conn, new(max_attempts=1))
+    with conn.transaction():
+        (job,), _ = queue.claim(conn, "w1", 1)
+        (done,) = queue.finish(conn, "w1", [Outcome(job.id, "retry", "timed out")])
+    assert done.status is Status.FAILED and done.error == "timed out (gave up after 1 attempts)"
+
+
+def test_cancel_queued_is_immediate_and_processing_is_requested(conn: Conn, other: Conn) -> None:
+    jid = uuid.uuid4()
+    queue.enqueue(conn, new("a.png", job_id=jid))
+    with conn.transaction():
+        (running,), _ = queue.claim(conn, "w1", 1)
+    queue.enqueue(conn, new("b.png", job_id=jid))
+    other.execute("LISTEN jobsvc_cancel")
+    with conn.transaction():
+        rows = queue.cancel(conn, jid)
+    assert {r.result_file: r.status for r in rows} == {"a.png": Status.PROCESSING, "b.png": Status.CANCELED}
+    assert [r.cancel_requested_at is not None for r in rows] == [True, True]
+    assert [n.payload for n in other.notifies(timeout=1, stop_after=1)] == [str(running.id)]
+    assert queue.cancel_requested(conn, [running.id]) == [running.id]
+    # the worker's retry of a canceled row ends Canceled, not Queued
+    with conn.transaction():
+        (done,) = queue.finish(conn, "w1", [Outcome(running.id, "retry", "boom")])
+    assert done.status is Status.CANCELED
+    with pytest.raises(NotFound):
+        queue.cancel(conn, uuid.uuid4())
+
+
+def test_rescue_requeues_rows_whose_lock_holder_died(database_url: str, conn: Conn) -> None:
+    for f in ("a.png", "b.png", "c.png"):
+        queue.enqueue(conn, new(f, max_attempts=1 if f == "c.png" else 3))
+    dying = psycopg.connect(database_url, row_factory=dict_row, autocommit=True)
+    with dying.transaction():
+        jobs, _ = queue.claim(dying, "dead-worker", 3)
+    alive_ids = {j.id for j in jobs}
+    # while the owner lives, nothing is rescued
+    with conn.transaction():
+        assert queue.rescue(conn) == []
+    queue.cancel(conn, jobs[1].job_id)
+    dying.close()
+    with conn.transaction():
+        rescued = {j.result_file: j for j in queue.rescue(conn)}
+    assert {j.id for j in rescued.values()} == alive_ids
+    assert rescued["a.png"].status is Status.QUEUED and "attempt 1 was lost" in (rescued["a.png"].error or "")
+    assert rescued["b.png"].status is Status.CANCELED
+    assert rescued["c.png"].status is Status.FAILED and "dead-worker" in (rescued["c.png"].error or "")
+
+
+def test_list_pages_by_keyset_with_filters(conn: Conn) -> None:
+    ids = [queue.enqueue(conn, new(f"{i}.png"))[0].id for i in range(5)]
+    page = queue.list_jobs(conn, status=None, job_id=None, after=0, limit=2)
+    assert [j.id for j in page] == ids[:2]
+    page = queue.list_jobs(conn, status=Status.QUEUED, job_id=None, after=page[-1].id, limit=10)
+    assert [j.id for j in page] == ids[2:]
+    assert queue.list_jobs(conn, status=Status.COMPLETED, job_id=None, after=0, limit=10) == []
+
+
+def test_migrate_is_idempotent(conn: Conn) -> None:
+    with conn.transaction():
+        queue.migrate(conn, queue.load_schema())
+    assert queue.schema_version(conn) == queue.SCHEMA_VERSION
+
+
+def test_status_changes_are_announced_once_per_statement(conn: Conn, other: Conn) -> None:
+    for f in ("a.png", "b.png"):
+        queue.enqueue(conn, new(f))
+    other.execute("LISTEN jobsvc_events")
+    with conn.transaction():
+        jobs, _ = queue.claim(conn, "w1", 2)
+    payloads = [n.payload for n in other.notifies(timeout=1, stop_after=1)]
+    assert sorted(int(i) for i in payloads[0].split(",")) == sorted(j.id for j in jobs)
