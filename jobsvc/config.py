@@ -47,17 +47,25 @@ class Settings:
     worker_id: str = ""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> Settings:
         """Read ``JOBSVC_*`` from ``environ`` (default: the process environment).
 
-        ``overrides`` (e.g. from command-line flags) win over the environment.
-        Raises `ConfigError` naming the variable and the accepted values.
+        ``defaults`` replace the built-in defaults (``jobsvc dev`` allows private
+        URLs unless told otherwise); ``overrides`` (command-line flags) win over the
+        environment. Raises `ConfigError` naming the variable and the accepted values.
         """
         env = os.environ if environ is None else environ
         r = _Reader(env)
+        given = defaults or {}
         values: dict[str, Any] = {
-            "database_url": r.get("DATABASE_URL", str, None),
-            "storage_url": r.get("STORAGE_URL", _storage_url, cls.storage_url),
+            "database_url": r.get("DATABASE_URL", str, given.get("database_url")),
+            "storage_url": r.get("STORAGE_URL", _storage_url, given.get("storage_url", cls.storage_url)),
             "s3_endpoint_url": r.get("S3_ENDPOINT_URL", _http_url, None),
             "host": r.get("HOST", _nonempty, cls.host),
             "port": r.get("PORT", _int_in(0, 65535), cls.port),
@@ -67,7 +75,9 @@ class Settings:
             "connect_timeout": r.get("CONNECT_TIMEOUT", _float_in(0.01, 600), cls.connect_timeout),
             "probe_timeout": r.get("PROBE_TIMEOUT", _float_in(0.01, 600), cls.probe_timeout),
             "max_attempts": r.get("MAX_ATTEMPTS", _int_in(1, 10), cls.max_attempts),
-            "allow_private_urls": r.get("ALLOW_PRIVATE_URLS", _bool, cls.allow_private_urls),
+            "allow_private_urls": r.get(
+                "ALLOW_PRIVATE_URLS", _bool, given.get("allow_private_urls", cls.allow_private_urls)
+            ),
             "verify_on_enqueue": r.get("VERIFY_ON_ENQUEUE", _bool, cls.verify_on_enqueue),
             "rescue_interval": r.get("RESCUE_INTERVAL", _float_in(0.05, 86400), cls.rescue_interval),
             "shutdown_grace": r.get("SHUTDOWN_GRACE", _float_in(0, 86400), cls.shutdown_grace),

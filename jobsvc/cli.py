@@ -1,0 +1,219 @@
+"""The ``jobsvc`` command: servers (migrate, api, worker, dev) and clients
+(enqueue, list, cancel, watch) of a running API.
+
+Exit codes: 0 success, 1 the job or request failed, 2 bad usage or configuration,
+3 the service or database could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from jobsvc import __version__, logs, queue
+from jobsvc.config import Settings
+from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError
+
+log = logging.getLogger("jobsvc")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+DEV_DIR = Path(".jobsvc")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"jobsvc: configuration error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except DatabaseUnavailable as exc:
+        print(f"jobsvc: {exc}", file=sys.stderr)
+        code = EXIT_UNAVAILABLE
+    except JobsvcError as exc:
+        print(f"jobsvc: {exc}", file=sys.stderr)
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobsvc",
+        description="A PostgreSQL-backed job queue service for image-ingest jobs. "
+        "Settings come from JOBSVC_* environment variables; flags override them.",
+    )
+    parser.add_argument("--version", action="version", version=f"jobsvc {__version__}")
+    sub = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def server(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--database-url", help="PostgreSQL URI (JOBSVC_DATABASE_URL)")
+        p.set_defaults(func=func)
+        return p
+
+    server("migrate", "apply schema.sql (idempotent; safe to run concurrently)", cmd_migrate)
+    api = server("api", "serve the HTTP API", cmd_api)
+    _listen_flags(api)
+    worker = server("worker", "run a worker process", cmd_worker)
+    worker.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
+    worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (JOBSVC_METRICS_PORT)")
+    dev = server("dev", "embedded PostgreSQL + migrate + API + worker in one process", cmd_dev)
+    _listen_flags(dev)
+    dev.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
+    dev.add_argument("--data-dir", type=Path, default=DEV_DIR, help="where the embedded data lives (.jobsvc)")
+
+    try:
+        from jobsvc import client
+    except ImportError:  # pragma: no cover - the client commands are optional
+        return parser
+    client.add_commands(sub)
+    return parser
+
+
+def _listen_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to listen on (JOBSVC_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (JOBSVC_PORT, default 8000)")
+
+
+def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
+    flags = {
+        name: getattr(args, name, None)
+        for name in ("database_url", "host", "port", "concurrency", "metrics_port")
+    }
+    settings = Settings.from_env(defaults=defaults, **flags)
+    logs.configure(settings)
+    return settings
+
+
+# --- servers ------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    migrate(settings.require_database_url())
+    print(f"jobsvc: schema is current (version {queue.SCHEMA_VERSION})")
+    return 0
+
+
+def migrate(url: str) -> None:
+    from jobsvc import db
+
+    with db.connect(url) as conn, conn.transaction():
+        queue.migrate(conn, queue.load_schema())
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.require_database_url()
+    trio.run(_serve_until_signal, [lambda stop, status: serve_api(settings, stop, status)])
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    settings.require_database_url()
+    trio.run(_serve_until_signal, [lambda stop, status: run_worker(settings, stop, status)])
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from jobsvc import embedded
+
+    data_dir: Path = args.data_dir
+    defaults = {
+        "allow_private_urls": True,
+        "storage_url": f"file://{(data_dir / 'results').resolve()}",
+    }
+    settings = _settings(args, **defaults)
+    if not settings.database_url:
+        server = embedded.start(data_dir / "pg")
+        settings = settings.replace(database_url=embedded.database_url(server))
+    migrate(settings.require_database_url())
+    print(f"jobsvc dev: PostgreSQL  {settings.database_url}", flush=True)
+    print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
+    trio.run(
+        _serve_until_signal,
+        [
+            lambda stop, status: serve_api(settings, stop, status),
+            lambda stop, status: run_worker(settings, stop, status),
+        ],
+    )
+    return 0
+
+
+Service = Callable[[trio.Event, Any], Coroutine[Any, Any, None]]
+
+
+async def _serve_until_signal(services: list[Service]) -> None:
+    """Run services until SIGTERM/SIGINT, then let each stop gracefully; a second
+    signal stops them at once."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if stop.is_set():
+                        log.warning("second %s: stopping now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("%s: shutting down gracefully", signal.Signals(signum).name)
+                    stop.set()
+
+            nursery.start_soon(watch)
+            async with trio.open_nursery() as services_nursery:
+                for service in services:
+                    await services_nursery.start(service, stop)
+            nursery.cancel_scope.cancel()
+
+
+async def serve_api(
+    settings: Settings, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    import hypercorn.config
+    import hypercorn.trio
+
+    from jobsvc.api import create_app
+
+    config = hypercorn.config.Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.accesslog = None
+    config.graceful_timeout = 5
+    app = create_app(settings)
+
+    async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn.trio.serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve)
+        for bind in binds:
+            print(f"jobsvc api: listening on {bind}  (docs {bind}/docs)", flush=True)
+        task_status.started()
+
+
+async def run_worker(
+    settings: Settings, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    from jobsvc.worker import Worker
+
+    worker = Worker(settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(worker.run)
+        print(
+            f"jobsvc worker: {settings.worker_id} running {settings.concurrency} jobs at a time", flush=True
+        )
+        task_status.started()
+        await stop.wait()
+        worker.shutdown()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
