@@ -53,7 +53,7 @@ def test_enqueue_identical_returns_existing_and_different_conflicts(conn: Conn) 
     assert not created and again.id == first.id
     with pytest.raises(Conflict):
         queue.enqueue(conn, new(job_id=jid, type="other"))
-    second, created = queue.enqueue(conn, new("b.png", job_id=jid))
+    _, created = queue.enqueue(conn, new("b.png", job_id=jid))
     assert created and [j.result_file for j in queue.get_job(conn, jid)] == ["a.png", "b.png"]
 
 
