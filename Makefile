@@ -1,0 +1,44 @@
+# jobsvc — the two commands a new user runs are `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev test test-fast lint format bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install jobsvc with its test tools
+
+dev: $(STAMP) ## run API + worker on an embedded PostgreSQL (data and results under .jobsvc/)
+	$(BIN)/jobsvc dev
+
+test: $(STAMP) ## run the whole suite (PostgreSQL: JOBSVC_TEST_DATABASE_URL, else Docker, else embedded)
+	$(BIN)/pytest
+
+test-fast: $(STAMP) ## the suite without the slow real-process crash and load tests
+	$(BIN)/pytest -m 'not slow'
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check jobsvc tests bench
+	$(BIN)/ruff format --check jobsvc tests bench
+	$(BIN)/mypy
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix jobsvc tests bench
+	$(BIN)/ruff format jobsvc tests bench
+
+bench: $(STAMP) ## run the benchmarks (not part of make test)
+	$(BIN)/python -m bench
+
+clean: ## remove the venv and the dev data (.jobsvc/)
+	rm -rf $(VENV) .jobsvc .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,12 @@
+"""Retry backoff: about 1 s, 4 s, 16 s, with jitter."""
+
+from __future__ import annotations
+
+from jobsvc.worker import retry_delay
+
+
+def test_backoff_grows_fourfold_with_bounded_jitter() -> None:
+    for attempt, centre in ((1, 1.0), (2, 4.0), (3, 16.0)):
+        delays = {retry_delay(attempt, 1.0) for _ in range(200)}
+        assert all(0.8 * centre <= d <= 1.2 * centre for d in delays)
+        assert len(delays) > 1  # jittered, so retries of a burst do not stampede

@@ -1,0 +1,115 @@
+"""Result-file naming, job-id parsing, URL checks and the JSON view: pure, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobsvc.errors import InvalidRequest
+from jobsvc.model import Job, Status, check_image_url, job_view, parse_job_id, result_file_from_url
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://h/a/results_2.png?X-Amz-Expires=60&X-Amz-Signature=abc", "results_2.png"),
+        ("https://h/a/b.jpg#frag", "b.jpg"),
+        ("http://h/caf%C3%A9.png", "café.png"),
+        ("http://h/a%20b.png", "a b.png"),
+        ("http://h/%E6%97%A5%E6%9C%AC.webp", "日本.webp"),
+        ("http://h:8080/x/y/z.gif", "z.gif"),
+    ],
+)
+def test_result_file_is_last_segment_decoded(url: str, name: str) -> None:
+    assert result_file_from_url(url) == name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://h/",
+        "http://h",
+        "http://h/a/..",
+        "http://h/a/.",
+        "http://h/..%2Fetc%2Fpasswd",
+        "http://h/a%5Cb.png",
+        "http://h/a%00.png",
+        "http://h/a%0A.png",
+        "http://h/%FF.png",
+        "http://h/%2E%2E",
+        "http://h/" + "a" * 256,
+        "http://h/%20padded.png%20",
+    ],
+)
+def test_unusable_file_names_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        result_file_from_url(url)
+
+
+def test_job_id_accepts_uuid_refuses_nil_and_garbage() -> None:
+    value = uuid.uuid4()
+    assert parse_job_id(str(value)) == value
+    assert parse_job_id(str(value).upper()) == value
+    for bad in ("00000000-0000-0000-0000-000000000000", "nope", "", "1234"):
+        with pytest.raises(InvalidRequest):
+            parse_job_id(bad)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://h/a.png",
+        "file:///etc/passwd",
+        "/relative/a.png",
+        "http:///a.png",
+        "http://user:pass@h/a.png",
+        "http://h:0/a.png",
+        "http://h:99999/a.png",
+        "http://h/a b.png",
+        "http://h/" + "a" * 2048,
+        "javascript:alert(1)",
+    ],
+)
+def test_bad_image_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidRequest):
+        check_image_url(url)
+
+
+def test_good_image_urls_pass() -> None:
+    for url in ("http://h/a.png", "https://[2001:db8::1]:8443/a.png", "https://h.example/a.png?x=1"):
+        assert check_image_url(url) == url
+
+
+def test_job_view_uses_epoch_ms_and_duration_from_creation() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    job = Job(
+        id=1,
+        job_id=uuid.UUID(int=1),
+        result_file="a.png",
+        type="ingest",
+        img_url="http://h/a.png",
+        status=Status.COMPLETED,
+        priority=0,
+        run_at=created,
+        attempts=1,
+        max_attempts=3,
+        error=None,
+        cancel_requested_at=None,
+        worker_id=None,
+        created_at=created,
+        updated_at=created + timedelta(seconds=2),
+        started_at=created + timedelta(milliseconds=5),
+        finished_at=created + timedelta(milliseconds=1500),
+    )
+    view = job_view(job)
+    assert view["createdAt"] == 1767225600000
+    assert view["startedAt"] == 1767225600005
+    assert view["durationMs"] == 1500
+    assert view["status"] == "Completed" and view["cancelRequested"] is False
+    assert set(view) == {
+        "jobId", "type", "imgUrl", "status", "resultFile", "createdAt", "updatedAt", "startedAt",
+        "finishedAt", "durationMs", "attempts", "maxAttempts", "priority", "runAt", "cancelRequested",
+        "error",
+    }  # fmt: skip
