@@ -205,6 +205,12 @@ async def run_worker(
     from jobsvc.worker import Worker
 
     worker = Worker(settings)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        # A daemon thread: metrics stay readable while the trio loop is busy.
+        start_http_server(settings.metrics_port, addr=settings.host, registry=worker.metrics.registry)
+        print(f"jobsvc worker: metrics on http://{settings.host}:{settings.metrics_port}/metrics", flush=True)
     async with trio.open_nursery() as nursery:
         await nursery.start(worker.run)
         print(

@@ -36,6 +36,7 @@ from jobsvc import queue
 from jobsvc.config import Settings
 from jobsvc.db import Database, Listener, Session, run_with_backoff
 from jobsvc.errors import DatabaseUnavailable, PermanentError, TransientError
+from jobsvc.metrics import Metrics
 from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 
@@ -123,6 +124,7 @@ class Worker:
         *,
         handlers: Mapping[str, Handler] | None = None,
         default_handler: Handler | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.worker_id = settings.worker_id
@@ -141,6 +143,7 @@ class Worker:
         self.ready = trio.Event()  # set once a session and the listener are up
         self._listening = trio.Event()  # set once the first LISTEN is in place
         self._db = Database(self._url, max_size=2, application_name="jobsvc-worker")
+        self.metrics = metrics or Metrics()
 
     # --- public ---------------------------------------------------------------------
 
@@ -225,6 +228,7 @@ class Worker:
                 else:
                     due = math.inf if next_due is None else trio.current_time() + next_due
                     self._next_due = due
+                self.metrics.claims.inc(len(claimed))
                 for job in claimed:
                     jobs.start_soon(self._run_job, job)
                 continue
@@ -294,6 +298,9 @@ class Worker:
     def _recorded(self, jobs: list[Job]) -> None:
         for job in jobs:
             log_transition(job)
+            self.metrics.job_recorded(job)
+            if job.status is Status.CANCELED:
+                self.metrics.cancels.inc()
 
     # --- notifications ------------------------------------------------------------------
 
@@ -343,6 +350,7 @@ class Worker:
                 rescued = await self._db.run(queue.rescue)
                 for job in rescued:
                     log_transition(job, rescued=True)
+                self.metrics.rescues.inc(len(rescued))
                 await self._reconcile_cancels()
                 session = self._session
                 if session is not None and not session.broken:

@@ -1,0 +1,66 @@
+"""Prometheus metrics (names prefixed ``jobsvc_``), one registry per API app or worker.
+
+Counters and the duration histogram are counted where things happen; the gauges
+that describe the queue as a whole (jobs by status, depth, oldest age) are read
+from the database when scraped (`Metrics.update_from_db`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from jobsvc import queue
+from jobsvc.db import Conn
+from jobsvc.model import Job, Status
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.jobs = Gauge("jobsvc_jobs", "Results by status (read from the database)", ["status"], registry=r)
+        self.queue_depth = Gauge("jobsvc_queue_depth", "Due Queued results", registry=r)
+        self.queue_age = Gauge(
+            "jobsvc_queue_oldest_age_seconds", "How long the oldest due Queued result has waited", registry=r
+        )
+        self.duration = Histogram(
+            "jobsvc_job_duration_seconds",
+            "One attempt, from claim to recorded outcome",
+            ["status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.enqueued = Counter("jobsvc_enqueued", "Results accepted by enqueue", registry=r)
+        self.claims = Counter("jobsvc_claims", "Results claimed by this worker", registry=r)
+        self.finished = Counter("jobsvc_finished", "Outcomes recorded", ["status"], registry=r)
+        self.retries = Counter(
+            "jobsvc_retries", "Attempts that failed transiently and were requeued", registry=r
+        )
+        self.rescues = Counter("jobsvc_rescues", "Orphaned results moved on by the rescuer", registry=r)
+        self.cancels = Counter(
+            "jobsvc_cancels", "Cancel requests (API) and canceled jobs (worker)", registry=r
+        )
+        self.fetch_bytes = Counter("jobsvc_fetch_bytes", "Image bytes downloaded", registry=r)
+        self.subscribers = Gauge("jobsvc_events_subscribers", "Open event streams", registry=r)
+
+    def job_recorded(self, job: Job) -> None:
+        """Count one recorded outcome (called by the worker after each finish batch)."""
+        if job.status is Status.QUEUED:
+            self.retries.inc()
+        else:
+            self.finished.labels(job.status.value).inc()
+        if job.started_at is not None and job.finished_at is not None:
+            self.duration.labels(job.status.value).observe((job.finished_at - job.started_at).total_seconds())
+
+    def update_from_db(self, conn: Conn) -> None:
+        """Refresh the queue-wide gauges; one short transaction."""
+        for status, n in queue.status_counts(conn).items():
+            self.jobs.labels(status).set(n)
+        depth, age = queue.queue_age(conn)
+        self.queue_depth.set(depth)
+        self.queue_age.set(age)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
