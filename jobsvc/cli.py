@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +114,14 @@ def migrate(url: str) -> None:
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.require_database_url()
-    trio.run(_serve_until_signal, [lambda stop, status: serve_api(settings, stop, status)])
+    trio.run(_serve_until_signal, [partial(serve_api, settings)])
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.require_database_url()
-    trio.run(_serve_until_signal, [lambda stop, status: run_worker(settings, stop, status)])
+    trio.run(_serve_until_signal, [partial(run_worker, settings)])
     return 0
 
 
@@ -141,18 +142,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
     trio.run(
         _serve_until_signal,
-        [
-            lambda stop, status: serve_api(settings, stop, status),
-            lambda stop, status: run_worker(settings, stop, status),
-        ],
+        [partial(serve_api, settings), partial(run_worker, settings)],
     )
     return 0
 
 
-Service = Callable[[trio.Event, Any], Coroutine[Any, Any, None]]
+Service = Callable[..., Coroutine[Any, Any, None]]  # (stop: trio.Event, *, task_status)
 
 
-async def _serve_until_signal(services: list[Service]) -> None:
+async def _serve_until_signal(services: Sequence[Service]) -> None:
     """Run services until SIGTERM/SIGINT, then let each stop gracefully; a second
     signal stops them at once."""
     stop = trio.Event()
