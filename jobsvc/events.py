@@ -1,0 +1,331 @@
+"""The API process's side of PostgreSQL notifications: wake-ups out, job events in.
+
+- `Announcer` (NOTIFY out): the enqueue handler hands it the id of each new row;
+  one background task sends `queue.announce` (a payload-free wake-up for the
+  workers plus the ids on ``jobsvc_events``) for everything that arrived, at most
+  once per ``window`` seconds. A burst of N enqueues costs about one NOTIFY, not
+  N (NOTIFY takes a global lock at commit). An id is never dropped: when the
+  database is down the ids are kept and sent again with backoff.
+- `Broadcaster` (LISTEN in): one ``LISTEN jobsvc_events`` connection per API
+  process. The listener only collects row ids; a reader task fetches the rows of
+  everything collected so far in one hop and fans the job views out to the
+  subscribers (one bounded memory channel each). A subscriber whose channel is
+  full is dropped (its stream ends): a slow client never blocks the others.
+- `event_stream`: one Server-Sent Events stream (``GET /results/events``).
+
+What a subscriber sees: events carry a row's state *when it was read*, so two
+changes of the same row in quick succession may arrive as one event with the
+later state; events of one row are never out of order and never repeated (the
+event id ``<rowId>-<updatedAtMs>`` only grows). Notifications sent while the
+listener is reconnecting are lost for live streams; a stream filtered on a
+``jobId`` starts with a snapshot of that job's rows, so reconnecting (with or
+without ``Last-Event-ID``) catches up on the job's current state.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import trio
+
+from jobsvc import queue
+from jobsvc.db import Database, Listener, run_with_backoff
+from jobsvc.errors import DatabaseUnavailable
+from jobsvc.model import Job, epoch_ms, job_view
+
+log = logging.getLogger("jobsvc.events")
+
+#: How many rows' last event the broadcaster remembers to keep each row's events in order.
+_REMEMBERED_ROWS = 10_000
+
+
+class Announcer:
+    """Coalesces the wake-up NOTIFY of many enqueues into one (DESIGN §2)."""
+
+    def __init__(self, database: Database, *, window: float = 0.002, max_backoff: float = 5.0) -> None:
+        self._database = database
+        self._window = window
+        self._max_backoff = max_backoff
+        self._pending: list[int] = []
+        self._wake = trio.Event()
+        #: NOTIFY round trips sent so far (for tests and metrics).
+        self.sent = 0
+
+    def add(self, row_id: int) -> None:
+        """Schedule a wake-up announcing ``row_id``. Never blocks, never fails."""
+        self._pending.append(row_id)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> None:
+        """Send announcements forever.
+
+        Cancelled, it makes a last shielded attempt (at most 1 s) to send what is
+        pending; a wake-up lost then only delays work until a worker's periodic pass.
+        """
+        backoff = 0.05
+        if self._pending:  # restarted by the supervisor after a crash: those ids are still due
+            self._wake.set()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                if not self._pending:
+                    continue
+                try:
+                    await self._flush()
+                except DatabaseUnavailable as exc:
+                    log.warning("wake-up announce failed (%s); retrying in %.2fs", exc, backoff)
+                    self._wake.set()  # the ids are still pending
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, self._max_backoff)
+                    continue
+                backoff = 0.05
+                # The coalescing window: whatever arrives meanwhile goes in the next NOTIFY.
+                await trio.sleep(self._window)
+        finally:
+            if self._pending:
+                with trio.move_on_after(1.0, shield=True):
+                    try:
+                        await self._flush()
+                    except DatabaseUnavailable as exc:
+                        log.warning("dropping %d wake-ups at shutdown: %s", len(self._pending), exc)
+
+    async def _flush(self) -> None:
+        ids, self._pending = self._pending, []
+        try:
+            await self._database.run(lambda conn: queue.announce(conn, ids, wakeup=True))
+        except BaseException:
+            self._pending[:0] = ids  # keep them, in order, ahead of newer ones
+            raise
+        self.sent += 1
+
+
+def event_id(job: Job) -> str:
+    """Monotonic per row: ``<rowId>-<updatedAt ms>``."""
+    return f"{job.id}-{epoch_ms(job.updated_at)}"
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One stream's mailbox: batches of jobs, newest last."""
+
+    job_id: uuid.UUID | None
+    send: trio.MemorySendChannel[list[Job]]
+    receive: trio.MemoryReceiveChannel[list[Job]]
+    dropped: bool = False
+    sent: dict[int, datetime] = field(default_factory=dict)
+
+    def wants(self, job: Job) -> bool:
+        return self.job_id is None or job.job_id == self.job_id
+
+
+class Broadcaster:
+    """One LISTEN connection per process, fanned out to many subscribers."""
+
+    def __init__(self, database: Database, url: str, *, buffer: int = 256) -> None:
+        self._database = database
+        self._url = url
+        self._buffer = buffer
+        self._subscribers: set[Subscriber] = set()
+        self._pending: set[int] = set()
+        self._wake = trio.Event()
+        self._last: OrderedDict[int, datetime] = OrderedDict()
+        self._ended = False
+        #: True while the LISTEN connection is up (readyz reports it).
+        self.listening = False
+        #: Set once the first LISTEN attempt has succeeded or failed.
+        self.first_attempt = trio.Event()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def subscribe(self, job_id: uuid.UUID | None = None) -> Subscriber:
+        """A new mailbox; already closed (its stream ends at once) after `end_streams`."""
+        send, receive = trio.open_memory_channel[list[Job]](self._buffer)
+        subscriber = Subscriber(job_id, send, receive)
+        if self._ended:
+            send.close()
+        else:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def end_streams(self) -> None:
+        """End every stream, now and from now on (at shutdown: SSE clients must not hold
+        the server's graceful shutdown open; they reconnect to another instance)."""
+        self._ended = True
+        for subscriber in list(self._subscribers):
+            self._subscribers.discard(subscriber)
+            subscriber.send.close()
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Synchronous, so that it also runs from a generator closed while cancelled."""
+        self._subscribers.discard(subscriber)
+        subscriber.send.close()
+        subscriber.receive.close()
+
+    def publish(self, jobs: Sequence[Job]) -> None:
+        """Fan a batch out without blocking; drops each subscriber whose channel is full."""
+        fresh = []
+        for job in jobs:
+            last = self._last.get(job.id)
+            if last is not None and job.updated_at <= last:
+                continue  # an older or already published state of this row
+            self._last[job.id] = job.updated_at
+            self._last.move_to_end(job.id)
+            fresh.append(job)
+        while len(self._last) > _REMEMBERED_ROWS:
+            self._last.popitem(last=False)
+        if not fresh:
+            return
+        for subscriber in list(self._subscribers):
+            batch = [job for job in fresh if subscriber.wants(job)]
+            if not batch:
+                continue
+            try:
+                subscriber.send.send_nowait(batch)
+            except trio.WouldBlock:
+                log.info("dropping a slow event subscriber (%d batches behind)", self._buffer)
+                subscriber.dropped = True
+                self._subscribers.discard(subscriber)
+                subscriber.send.close()  # its stream ends once it has read what is buffered
+            except trio.ClosedResourceError:
+                self._subscribers.discard(subscriber)
+
+    async def run(self) -> None:
+        """LISTEN and publish forever; reconnects with backoff when the database goes away.
+
+        Cancelled, it closes the LISTEN connection and ends every subscriber's stream.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_rows)
+                await run_with_backoff("events listener", self._listen_once)
+        finally:
+            self.listening = False
+            for subscriber in list(self._subscribers):  # their streams end; a restart takes new ones
+                self._subscribers.discard(subscriber)
+                subscriber.send.close()
+
+    async def _listen_once(self) -> None:
+        try:
+            listener = await Listener.open(self._url, [queue.EVENTS_CHANNEL])
+        finally:
+            self.first_attempt.set()
+        async with listener:
+            self.listening = True
+            try:
+                async for notification in listener:
+                    self._pending.update(parse_ids(notification.payload))
+                    self._wake.set()
+            finally:
+                self.listening = False
+
+    async def _read_rows(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            if not self._pending:
+                continue
+            ids, self._pending = sorted(self._pending), set()
+            try:
+                jobs = await self._database.run(functools.partial(queue.get_by_ids, ids=ids))
+            except DatabaseUnavailable as exc:
+                log.warning("cannot read changed rows (%s); retrying in %.2fs", exc, backoff)
+                self._pending.update(ids)
+                self._wake.set()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            self.publish(jobs)
+
+
+def _format(job: Job) -> str:
+    data = json.dumps(job_view(job), separators=(",", ":"), ensure_ascii=False)
+    return f"event: job\nid: {event_id(job)}\ndata: {data}\n\n"
+
+
+async def event_stream(
+    broadcaster: Broadcaster,
+    *,
+    job_id: uuid.UUID | None,
+    last_event_id: str | None,
+    snapshot: Callable[[uuid.UUID], Awaitable[list[Job]]],
+    heartbeat: float = 15.0,
+) -> AsyncIterator[bytes]:
+    """One SSE stream: a ``: connected`` comment once subscribed, then ``job`` events,
+    and a ``: heartbeat`` comment after each ``heartbeat`` seconds of silence.
+
+    With ``job_id``, the stream starts with the current state of that job's rows
+    (except a row whose state is exactly ``last_event_id``, which the client has).
+    The stream ends when the subscriber is dropped or the broadcaster stops; a
+    client disconnect closes the generator, which unsubscribes (synchronously).
+    """
+    subscriber = broadcaster.subscribe(job_id)
+    try:
+        yield b"retry: 2000\n: connected\n\n"
+        if job_id is not None:
+            jobs = await snapshot(job_id)
+            chunk = _render(subscriber, jobs, skip=last_event_id)
+            if chunk:
+                yield chunk
+        while True:
+            batch: list[Job] | None = None
+            with trio.move_on_after(heartbeat if heartbeat > 0 else math.inf):
+                try:
+                    batch = await subscriber.receive.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return
+            if batch is None:
+                yield b": heartbeat\n\n"
+                continue
+            chunk = _render(subscriber, batch)
+            if chunk:
+                yield chunk
+    finally:
+        broadcaster.unsubscribe(subscriber)
+
+
+def _render(subscriber: Subscriber, jobs: Sequence[Job], skip: str | None = None) -> bytes:
+    """The events of ``jobs`` this subscriber has not seen yet, in one chunk."""
+    parts = []
+    for job in jobs:
+        if subscriber.job_id is not None:
+            # Filtered streams mix a snapshot with live events: keep each row monotonic.
+            seen = subscriber.sent.get(job.id)
+            if seen is not None and job.updated_at <= seen:
+                continue
+            subscriber.sent[job.id] = job.updated_at
+        if skip is not None and event_id(job) == skip:
+            continue
+        parts.append(_format(job))
+    return "".join(parts).encode("utf-8")
+
+
+def parse_ids(payload: str) -> list[int]:
+    """The row ids of a ``jobsvc_events`` payload (malformed parts are ignored)."""
+    return [int(p) for p in payload.split(",") if p.strip().isdigit()]
+
+
+__all__: list[str] = [
+    "Announcer",
+    "Broadcaster",
+    "Subscriber",
+    "event_id",
+    "event_stream",
+    "parse_ids",
+]

@@ -1,0 +1,226 @@
+"""Request, response and query models: the same pydantic models validate requests
+and generate ``/openapi.json`` (quart-schema), plus the error sentences built from
+their validation errors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import pydantic
+from pydantic import ConfigDict, Field, StrictInt, StrictStr
+from pydantic.alias_generators import to_camel
+from quart_schema.openapi import OpenAPIProvider
+
+from jobsvc.model import (
+    MAX_TYPE_LENGTH,
+    MAX_URL_LENGTH,
+    Status,
+)
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+# --------------------------------------------------------------------------- models
+# The same models validate requests and generate /openapi.json.
+
+#: 9999-12-31T23:59:59.999Z: a runAt after this is a client bug, not a schedule.
+MAX_RUN_AT_MS = 253_402_300_799_999
+
+
+class _Camel(pydantic.BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    #: The response's media type in the OpenAPI document (None: no body).
+    media_type: ClassVar[str | None] = "application/json"
+
+
+class EnqueueRequest(_Camel):
+    """One result of a job. Unknown fields are ignored; null in an optional field means absent."""
+
+    job_id: Annotated[
+        StrictStr, Field(description="a UUID, not the nil UUID", json_schema_extra={"format": "uuid"})
+    ]
+    type: Annotated[StrictStr, Field(min_length=1, max_length=MAX_TYPE_LENGTH)]
+    img_url: Annotated[
+        StrictStr,
+        Field(
+            min_length=1,
+            max_length=MAX_URL_LENGTH,
+            description="absolute http(s) URL; its last path segment names the result file",
+            json_schema_extra={"format": "uri"},
+        ),
+    ]
+    priority: Annotated[StrictInt, Field(ge=-100, le=100)] | None = Field(
+        None, description="higher first; default 0"
+    )
+    run_at: Annotated[StrictInt, Field(ge=0, le=MAX_RUN_AT_MS)] | None = Field(
+        None, description="epoch milliseconds; not claimed before; default now"
+    )
+    max_attempts: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(
+        None, description="default JOBSVC_MAX_ATTEMPTS"
+    )
+
+
+class JobView(_Camel):
+    """A job's result, as every endpoint and event shows it. Timestamps are epoch milliseconds."""
+
+    job_id: uuid.UUID
+    type: str
+    img_url: str
+    status: Status
+    result_file: str
+    created_at: int
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+    duration_ms: int | None = Field(description="from creation to finish; null until finished")
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: int
+    cancel_requested: bool
+    error: str | None = Field(description="a sentence; null unless failed or retrying")
+
+
+class JobViews(pydantic.RootModel[list[JobView]]):
+    """Job views, oldest first."""
+
+    media_type: ClassVar[str | None] = "application/json"
+
+
+class CancelResult(_Camel):
+    result_file: str
+    status: Status
+
+
+class CancelResponse(_Camel):
+    """The job after the cancel. status: Processing while any result still runs, else Canceled
+    if any was canceled, else Failed if any failed, else Completed."""
+
+    job_id: uuid.UUID
+    status: Status
+    results: list[CancelResult]
+
+
+class ErrorBody(_Camel):
+    """Every error: one human sentence."""
+
+    error: str
+
+
+class HealthBody(_Camel):
+    """The process is alive."""
+
+    status: Literal["ok"]
+
+
+class ReadyBody(_Camel):
+    """Each check is "ok" or says what is wrong; 503 also carries an error sentence."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    error: str | None = None
+
+
+class ListQuery(_Camel):
+    status: Status | None = None
+    job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    limit: int = Field(100, ge=1, le=1000)
+    after: str | None = Field(None, description="opaque cursor from the previous page's Link header")
+
+
+class EventsQuery(_Camel):
+    job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+
+
+class ListRequestHeaders(pydantic.BaseModel):
+    if_none_match: str | None = None
+
+
+class ListResponseHeaders(pydantic.BaseModel):
+    etag: str
+    link: str | None = Field(None, description='<…&after=…>; rel="next" when more rows exist')
+
+
+class EventsHeaders(pydantic.BaseModel):
+    last_event_id: str | None = Field(None, description="accepted; see GET /results/events")
+
+
+class LocationHeaders(pydantic.BaseModel):
+    location: str
+
+
+class NoBody(_Camel):
+    """No body."""
+
+    media_type: ClassVar[str | None] = None
+
+
+class EventStreamBody(pydantic.RootModel[str]):
+    """Server-Sent Events: `event: job`, `id: <rowId>-<updatedAtMs>`, `data: <job view>`."""
+
+    media_type: ClassVar[str | None] = "text/event-stream"
+
+
+class MetricsBody(pydantic.RootModel[str]):
+    """Prometheus text exposition format; every name starts with ``jobsvc_``."""
+
+    media_type: ClassVar[str | None] = "text/plain"
+
+
+class ImageBody(pydantic.RootModel[bytes]):
+    """The stored image, with its content type."""
+
+    media_type: ClassVar[str | None] = "image/*"
+
+
+class SchemaProvider(OpenAPIProvider):
+    """quart-schema's, with each response's own media type and headers where OpenAPI wants them."""
+
+    def build_paths(self, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        for operations in paths.values():
+            for operation in operations.values():
+                if "description" in operation:  # the docstring after its summary line
+                    operation["description"] = operation["description"].strip()
+        return paths, components
+
+    def build_response_object(
+        self, model: type[Any], headers_model: type[Any] | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        response, components = super().build_response_object(model, headers_model)
+        content = response.pop("content")
+        headers = content.pop("headers", None)  # quart-schema 0.25 nests them under content
+        if headers:
+            response["headers"] = headers
+        media = getattr(model, "media_type", "application/json")
+        if media is not None:
+            response["content"] = {media: content["application/json"]}
+        return response, components
+
+
+def error_sentence(exc: pydantic.ValidationError) -> str:
+    """A pydantic error as one sentence about the first bad field."""
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in err["loc"])
+    kind, value = err["type"], err.get("input")
+    if not where:
+        return f"the body must be a JSON object, not {_json_type(value)}"
+    if kind == "missing":
+        return f"{where} is required"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"{where} must be an integer, not {_json_type(value)}"
+    if kind == "string_type":
+        return f"{where} must be a string, not {_json_type(value)}"
+    if kind == "enum":
+        return f"{where} must be one of " + ", ".join(s.value for s in Status)
+    message = err["msg"]
+    return f"{where} is invalid: {message[:1].lower()}{message[1:]}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string")):
+        if isinstance(value, kind):
+            return name
+    return "an array" if isinstance(value, list) else "an object"
