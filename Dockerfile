@@ -1,0 +1,39 @@
+# jobsvc: one image for every role; the command picks it (migrate, api, worker).
+#   docker build -t jobsvc .
+#   docker run --rm -e JOBSVC_DATABASE_URL=postgresql://... -p 8000:8000 jobsvc          # the API
+#   docker run --rm -e JOBSVC_DATABASE_URL=postgresql://... jobsvc worker                # a worker
+# compose.yaml runs the whole stack (PostgreSQL, MinIO, migrate, api, workers).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+# jobsvc/schema.sql is a symlink to ../schema.sql: copy both so that it resolves
+# and the wheel built by `pip install .` carries the schema as package data.
+WORKDIR /src
+COPY pyproject.toml README.md schema.sql ./
+COPY jobsvc/ jobsvc/
+RUN pip install . \
+    && rm -rf /src \
+    && useradd --system --uid 10001 --user-group --create-home --home-dir /home/jobsvc \
+       --shell /usr/sbin/nologin jobsvc
+
+# Not root. The working directory is the user's, so the default file storage
+# (file://./.jobsvc/results) is writable; compose.yaml uses S3 (MinIO) instead.
+USER jobsvc
+WORKDIR /home/jobsvc
+
+# Listen on every interface inside the container (the default 127.0.0.1 would be
+# unreachable through a published port).
+ENV JOBSVC_HOST=0.0.0.0 \
+    JOBSVC_PORT=8000
+EXPOSE 8000
+
+# SIGTERM (docker stop) shuts the API and the worker down gracefully: give the
+# container more than JOBSVC_SHUTDOWN_GRACE (30 s) before it is killed.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["jobsvc"]
+CMD ["api"]

@@ -1,0 +1,397 @@
+"""The client commands (`jobsvc enqueue|list|cancel|watch`) as real processes against
+a real stack: `jobsvc api` and `jobsvc worker` subprocesses (one pair for the module,
+stopped with SIGTERM at its end) on a real PostgreSQL, file storage, and the local
+image server. Each test uses its own job ids. Waits are on statuses, with deadlines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from psycopg import sql
+
+from tests.fixtures.database import PgServer, with_dbname
+from tests.fixtures.images import ImageServer
+from tests.fixtures.processes import JobsvcProcess, service_env
+
+T = TypeVar("T")
+STARTUP_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 30.0
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``predicate`` until truthy, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def client_env() -> dict[str, str]:
+    """The client reads no JOBSVC_* variable; proxies must not reroute loopback."""
+    drop = ("JOBSVC_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def run_cli(*args: str, url: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """``jobsvc <args> --url <url>`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobsvc.cli", *args, "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=client_env(),
+        check=False,
+    )
+
+
+@dataclass
+class Stack:
+    url: str
+    api: JobsvcProcess
+    worker: JobsvcProcess
+    results: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, url=self.url)
+
+    def start(self, *args: str, tmp: Path) -> Background:
+        """``jobsvc <args> --url <the stack>`` in the background, output to files."""
+        name = f"{args[0]}-{uuid.uuid4().hex[:8]}"
+        out, err = (tmp / f"{name}.out").open("w"), (tmp / f"{name}.err").open("w")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "jobsvc.cli", *args, "--url", self.url],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=client_env(),
+        )
+        return Background(popen, tmp / f"{name}.out", tmp / f"{name}.err")
+
+    def views(self, job_id: str) -> list[dict[str, Any]]:
+        response = httpx.get(f"{self.url}/results/{job_id}", timeout=5)
+        response.raise_for_status()
+        views: list[dict[str, Any]] = response.json()
+        return views
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 15) -> list[dict[str, Any]]:
+        def reached() -> list[dict[str, Any]] | None:
+            views = self.views(job_id)
+            return views if views and all(v["status"] in statuses for v in views) else None
+
+        return wait_for(reached, timeout, f"job {job_id} to be {' or '.join(statuses)}")
+
+
+@dataclass
+class Background:
+    popen: subprocess.Popen[bytes]
+    out_path: Path
+    err_path: Path
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def wait(self, timeout: float) -> int:
+        return self.popen.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+
+
+def listening_url(proc: JobsvcProcess) -> str:
+    def bound() -> str | None:
+        found = re.search(r"jobsvc api: listening on (http://\S+)", proc.output())
+        if proc.popen.poll() is not None:
+            pytest.fail(f"jobsvc api exited with {proc.popen.returncode}:\n{proc.output()}")
+        return found.group(1) if found else None
+
+    return wait_for(bound, STARTUP_TIMEOUT, "jobsvc api to listen")
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack_database_url(pg_server: PgServer, template_db: str) -> Iterator[str]:
+    """One migrated database for the module's stack (tests use their own job ids)."""
+    name = f"jobsvc_cli_{uuid.uuid4().hex[:12]}"
+    with pg_server.admin() as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield with_dbname(pg_server.url, name)
+    with pg_server.admin() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def stack(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`jobsvc api` (on a free port) and `jobsvc worker`, ready, shared by the module.
+
+    Started once (a stack takes seconds to start); stopped with SIGTERM at the end,
+    and both must then exit 0.
+    """
+    tmp = tmp_path_factory.mktemp("client-cli")
+    results = tmp / "results"
+    env = service_env(
+        stack_database_url,
+        f"file://{results}",
+        JOBSVC_RESCUE_INTERVAL="1",
+        JOBSVC_SHUTDOWN_GRACE="2",
+        JOBSVC_CONCURRENCY="4",
+    )
+    api = JobsvcProcess(["api", "--port", "0"], env, tmp / "api.log")
+    worker = JobsvcProcess(["worker"], env, tmp / "worker.log")
+    try:
+        url = listening_url(api)
+        wait_for(lambda: ready(url), STARTUP_TIMEOUT, "/readyz")
+        yield Stack(url, api, worker, results)
+        for proc in (api, worker):
+            if proc.popen.poll() is None:
+                proc.signal(signal.SIGTERM)
+        codes = {proc.args[0]: proc.wait(20) for proc in (api, worker)}
+        logs = api.output() + worker.output()
+    finally:
+        api.stop()
+        worker.stop()
+    assert codes == {"api": 0, "worker": 0}, logs
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[Callable[..., Background]]:
+    started: list[Background] = []
+
+    def start(stack: Stack, *args: str) -> Background:
+        proc = stack.start(*args, tmp=tmp_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    """A loopback port that is bound but not listening: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def job_id_of(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, done.stderr
+    job_id, status = done.stdout.split()
+    assert status == "Queued"
+    return str(uuid.UUID(job_id))
+
+
+# --- enqueue and watch -----------------------------------------------------------------
+
+
+def test_enqueue_then_watch_exits_0_once_completed(stack: Stack, image_server: ImageServer) -> None:
+    job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-cat.png")))
+    watched = stack.run("watch", job_id, "--timeout", "20")
+    assert watched.returncode == 0, watched.stderr
+    last = watched.stdout.splitlines()[-1].split("  ")
+    assert last[1:4] == [job_id, "cli-cat.png", "Completed"]
+    assert (stack.results / job_id / "cli-cat.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_enqueue_json_options_and_identical_retry(stack: Stack, image_server: ImageServer) -> None:
+    job_id = str(uuid.uuid4())
+    url = image_server.url("/img/cli-opts.png")
+    args = ["enqueue", url, "--job-id", job_id, "--type", "thumb", "--priority", "7", "--max-attempts", "2"]
+    first = stack.run(*args, "--run-at", "2020-01-01T00:00:00Z", "--json")
+    assert first.returncode == 0, first.stderr
+    view = json.loads(first.stdout)
+    assert (view["jobId"], view["type"], view["priority"], view["maxAttempts"]) == (job_id, "thumb", 7, 2)
+    assert view["status"] == "Queued" and view["resultFile"] == "cli-opts.png"
+    again = stack.run(*args, "--run-at", "2020-01-01T00:00:00Z")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split()[0] == job_id
+    assert "already enqueued" in again.stderr
+
+
+def test_watch_json_prints_current_state_then_changes(stack: Stack, image_server: ImageServer) -> None:
+    job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-json.png")))
+    watched = stack.run("watch", job_id, "--json", "--timeout", "20")
+    assert watched.returncode == 0, watched.stderr
+    views = [json.loads(line) for line in watched.stdout.splitlines()]
+    assert views and all(v["jobId"] == job_id for v in views)
+    assert views[-1]["status"] == "Completed"
+    assert [v["updatedAt"] for v in views] == sorted({v["updatedAt"] for v in views})  # no repeats
+
+
+def test_watch_exits_1_when_a_result_fails(stack: Stack, image_server: ImageServer) -> None:
+    # The probe at enqueue refuses a 404; an endless download starts like a PNG, so
+    # it passes the probe and fails in the worker, past JOBSVC_MAX_IMAGE_BYTES.
+    url = image_server.url(f"/oversize/{uuid.uuid4().hex}/cli-big.png")
+    job_id = job_id_of(stack.run("enqueue", url, "--max-attempts", "1"))
+    watched = stack.run("watch", job_id, "--timeout", "25")
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert watched.stdout.splitlines()[-1].split("  ")[3] == "Failed"
+    assert "finished: 1 Failed" in watched.stderr
+
+
+def test_enqueue_refused_by_the_api_exits_1_with_its_reason(stack: Stack, image_server: ImageServer) -> None:
+    done = stack.run("enqueue", "ftp://images.test/a.png")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert "http" in done.stderr and "(HTTP 400)" in done.stderr
+    assert "Traceback" not in done.stderr
+    missing = stack.run("enqueue", image_server.url("/404/cli-missing.png"))
+    assert missing.returncode == 1 and "(HTTP 400)" in missing.stderr
+
+
+# --- list ----------------------------------------------------------------------------
+
+
+def test_list_json_table_and_pagination(stack: Stack, image_server: ImageServer) -> None:
+    job_id = str(uuid.uuid4())
+    for name in ("cli-a.png", "cli-b.png", "cli-c.png"):
+        done = stack.run("enqueue", image_server.url(f"/img/{name}"), "--job-id", job_id)
+        assert done.returncode == 0, done.stderr
+    stack.wait_status(job_id, "Completed")
+
+    listed = stack.run("list", "--job-id", job_id, "--json")
+    assert listed.returncode == 0, listed.stderr
+    views = json.loads(listed.stdout)
+    assert [(v["resultFile"], v["status"]) for v in views] == [
+        ("cli-a.png", "Completed"),
+        ("cli-b.png", "Completed"),
+        ("cli-c.png", "Completed"),
+    ]
+
+    page = stack.run("list", "--job-id", job_id, "--limit", "2", "--json")
+    assert len(json.loads(page.stdout)) == 2 and "--all" in page.stderr
+    every = stack.run("list", "--job-id", job_id, "--limit", "1", "--all", "--json")
+    assert [v["resultFile"] for v in json.loads(every.stdout)] == ["cli-a.png", "cli-b.png", "cli-c.png"]
+
+    table = stack.run("list", "--job-id", job_id, "--status", "completed")
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:2] == ["JOB", "ID"] and len(lines) == 4
+    assert all(
+        line.split()[:4] == [job_id, name, "Completed", "1/3"]
+        for line, name in zip(lines[1:], ("cli-a.png", "cli-b.png", "cli-c.png"), strict=True)
+    )
+    none = stack.run("list", "--job-id", job_id, "--status", "Failed")
+    assert none.returncode == 0 and none.stdout == "" and "no results" in none.stderr
+
+
+# --- cancel -------------------------------------------------------------------------
+
+
+def test_cancel_a_running_job_and_watch_exits_1_canceled(
+    stack: Stack, image_server: ImageServer, background: Callable[..., Background]
+) -> None:
+    key = uuid.uuid4().hex
+    job_id = job_id_of(stack.run("enqueue", image_server.url(f"/slow/{key}/cli-slow.png")))
+    stack.wait_status(job_id, "Processing")
+
+    timed_out = stack.run("watch", job_id, "--timeout", "0.5")
+    assert timed_out.returncode == 1
+    assert "timed out after 0.5s" in timed_out.stderr and "1 Processing" in timed_out.stderr
+
+    watcher = background(stack, "watch", job_id)
+    wait_for(lambda: "Processing" in watcher.out, 10, "watch to print the current state")
+    canceled = stack.run("cancel", job_id)
+    assert canceled.returncode == 0, canceled.stderr
+    assert canceled.stdout.split()[0] == job_id
+    assert "cli-slow.png" in canceled.stdout
+
+    assert watcher.wait(15) == 1, watcher.out + watcher.err
+    assert watcher.out.splitlines()[-1].split("  ")[3] == "Canceled"
+    assert "finished: 1 Canceled" in watcher.err
+    assert image_server.wait_closed(key, 5)  # the worker hung up on the download
+
+    again = stack.run("cancel", job_id, "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout) == {
+        "jobId": job_id,
+        "status": "Canceled",
+        "results": [{"resultFile": "cli-slow.png", "status": "Canceled"}],
+    }
+
+
+def test_cancel_unknown_or_malformed_job_exits_1(stack: Stack) -> None:
+    unknown = stack.run("cancel", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "does not exist (HTTP 404)" in unknown.stderr
+    malformed = stack.run("cancel", "not-a-uuid")
+    assert malformed.returncode == 1 and "(HTTP 400)" in malformed.stderr
+    watch_unknown = stack.run("watch", str(uuid.uuid4()))
+    assert watch_unknown.returncode == 1 and "(HTTP 404)" in watch_unknown.stderr
+
+
+# --- watch every job -----------------------------------------------------------------
+
+
+def test_watch_all_follows_new_jobs_and_ctrl_c_exits_0(
+    stack: Stack, image_server: ImageServer, background: Callable[..., Background]
+) -> None:
+    watcher = background(stack, "watch", "--json")
+    wait_for(lambda: "following every job" in watcher.err, 15, "watch to subscribe")
+    job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-all.png")))
+
+    def statuses() -> list[str] | None:
+        seen = [v["status"] for v in map(json.loads, watcher.out.splitlines()) if v["jobId"] == job_id]
+        return seen if "Completed" in seen else None
+
+    seen = wait_for(statuses, 15, "the Completed event")
+    # Changes in quick succession may arrive as one event: in order, never repeated.
+    order = ["Queued", "Processing", "Completed"]
+    assert seen[-1] == "Completed" and seen == sorted(set(seen), key=order.index)
+    watcher.popen.send_signal(signal.SIGINT)
+    assert watcher.wait(10) == 0
+    assert "Traceback" not in watcher.err
+
+
+# --- an API that is not there ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["enqueue", "http://images.test/a.png"],
+        ["list"],
+        ["cancel", str(uuid.uuid4())],
+        ["watch"],
+        ["watch", str(uuid.uuid4())],
+    ],
+)
+def test_unreachable_api_exits_3(args: list[str], dead_url: str) -> None:
+    done = run_cli(*args, url=dead_url, timeout=20)
+    assert done.returncode == 3, done.stderr
+    assert f"cannot reach the API at {dead_url}" in done.stderr
+    assert "Traceback" not in done.stderr
