@@ -216,6 +216,8 @@ class Worker:
 
     async def _claim_loop(self, session: Session, jobs: trio.Nursery) -> None:
         while not self._stopping:
+            if session.broken:  # found by a health check: its locks, hence its jobs, are gone
+                raise DatabaseUnavailable("the worker's session is broken")
             self._wake = trio.Event()
             free = self.settings.concurrency - len(self._running)
             if self._more and free > 0:
@@ -310,6 +312,7 @@ class Worker:
             self._listening.set()
             # Notifications sent while nobody listened are lost: drain and reconcile.
             self._poke()
+            await self._check_session()  # whatever cut the listener may have cut the session
             await self._reconcile_cancels()
             async for note in listener:
                 if note.channel == queue.CANCEL_CHANNEL:
@@ -352,13 +355,23 @@ class Worker:
                     log_transition(job, rescued=True)
                 self.metrics.rescues.inc(len(rescued))
                 await self._reconcile_cancels()
-                session = self._session
-                if session is not None and not session.broken:
-                    await session.run(lambda c: c.execute("SELECT 1"))
             except DatabaseUnavailable as exc:
                 log.warning("rescuer: %s", exc)
+            await self._check_session()
             self._poke()
             await trio.sleep(self.settings.rescue_interval)
+
+    async def _check_session(self) -> None:
+        """Probe the idle session: a session killed while idle is otherwise only noticed at the
+        next claim or finish, and meanwhile a rescuer may hand its jobs to another worker."""
+        session = self._session
+        if session is None or session.broken:
+            return
+        try:
+            await session.run(lambda c: c.execute("SELECT 1"))
+        except DatabaseUnavailable as exc:
+            log.warning("worker session failed its health check: %s", exc)
+        self._wake.set()  # the claim loop tears a broken session down
 
     async def _image_pipeline(self, stack: AsyncExitStack) -> Handler:
         from jobsvc.fetch import Fetcher

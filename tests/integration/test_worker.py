@@ -292,3 +292,32 @@ async def test_registered_handler_by_type(database_url: str, nursery: trio.Nurse
     b = enqueue(database_url, "http://images.test/b.png", type="ingest")
     await wait_status(database_url, b.id, Status.COMPLETED)
     assert seen == ["special", "default"]
+
+
+async def test_session_killed_while_jobs_run_is_noticed_and_its_jobs_abandoned(
+    database_url: str, start_worker: Any
+) -> None:
+    attempts: list[int] = []
+    first = trio.Event()
+    abandoned = trio.Event()
+
+    async def first_attempt_hangs(job: Job) -> None:
+        attempts.append(job.attempts)
+        if job.attempts == 1:
+            first.set()
+            try:
+                await trio.sleep(math.inf)
+            finally:
+                abandoned.set()
+
+    worker = await start_worker(first_attempt_hangs, rescue_interval=0.3)
+    job = enqueue(database_url)
+    with trio.fail_after(5):
+        await first.wait()
+    assert worker._session is not None
+    with connect(database_url) as conn:  # only the lock-holding session, nothing else
+        conn.execute("SELECT pg_terminate_backend(%s)", (worker._session.backend_pid,))
+    with trio.fail_after(5):
+        await abandoned.wait()  # the health check noticed: the job is no longer ours
+    done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=10)
+    assert done.attempts == 2 and attempts == [1, 2]
