@@ -37,7 +37,8 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix jobsvc tests bench
 	$(BIN)/ruff format jobsvc tests bench
 
-bench: $(STAMP) ## run the benchmarks (not part of make test)
+bench: $(STAMP) ## run the benchmarks against procrastinate and pgqueuer (not part of make test)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean: ## remove the venv and the dev data (.jobsvc/)

@@ -49,6 +49,10 @@ KEEPALIVES: dict[str, Any] = {
 }
 
 
+#: Seconds the pool keeps retrying one failed connection (see `Database`).
+RECONNECT_CYCLE = 5.0
+
+
 def connect(url: str, *, autocommit: bool = False, application_name: str = "jobsvc") -> Conn:
     """Open one connection with keepalives and dict rows. Blocking: call from a thread."""
     try:
@@ -89,7 +93,11 @@ class Database:
             connection_class=psycopg.Connection[dict[str, Any]],
             kwargs={"row_factory": dict_row, "application_name": application_name, **KEEPALIVES},
             check=psycopg_pool.ConnectionPool.check_connection,
-            reconnect_timeout=3600,
+            # The pool retries a failed connection with doubling delays (1, 2, 4, 8… s,
+            # uncapped) until reconnect_timeout: after a long outage it would wait as long
+            # again before trying. A short cycle gives up early instead, and the next
+            # request starts a fresh attempt at once: back within ~2 s of PostgreSQL.
+            reconnect_timeout=RECONNECT_CYCLE,
             name=application_name,
         )
 
@@ -216,13 +224,19 @@ class Listener:
 
 async def run_with_backoff(what: str, fn: Callable[[], Any], *, first: float = 0.1, cap: float = 5.0) -> None:
     """Call the async ``fn`` forever, restarting it with capped exponential backoff when it
-    raises `DatabaseUnavailable` (logged). Returns when ``fn`` returns; cancellation ends it."""
+    raises `DatabaseUnavailable` (logged). Returns when ``fn`` returns; cancellation ends it.
+
+    A run that lasted longer than ``cap`` starts the backoff afresh: one blip after
+    hours of service is retried in ``first`` seconds, not at the cap reached long ago."""
     delay = first
     while True:
+        began = trio.current_time()
         try:
             await fn()
             return
         except DatabaseUnavailable as exc:
+            if trio.current_time() - began > cap:
+                delay = first
             log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
         await trio.sleep(delay)
         delay = min(delay * 2, cap)

@@ -17,9 +17,10 @@ What a subscriber sees: events carry a row's state *when it was read*, so two
 changes of the same row in quick succession may arrive as one event with the
 later state; events of one row are never out of order and never repeated (the
 event id ``<rowId>-<updatedAtMs>`` only grows). Notifications sent while the
-listener is reconnecting are lost for live streams; a stream filtered on a
-``jobId`` starts with a snapshot of that job's rows, so reconnecting (with or
-without ``Last-Event-ID``) catches up on the job's current state.
+listener is reconnecting are lost for unfiltered live streams; a stream filtered
+on a ``jobId`` starts with a snapshot of that job's rows, so reconnecting (with or
+without ``Last-Event-ID``) catches up on the job's current state, and an open
+filtered stream is caught up the same way when the listener is back.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ class Broadcaster:
         self._wake = trio.Event()
         self._last: OrderedDict[int, datetime] = OrderedDict()
         self._ended = False
+        self._reconnected = False  # the LISTEN connection was lost at least once
         #: True while the LISTEN connection is up (readyz reports it).
         self.listening = False
         #: Set once the first LISTEN attempt has succeeded or failed.
@@ -227,11 +229,22 @@ class Broadcaster:
         async with listener:
             self.listening = True
             try:
+                if self._reconnected:
+                    await self._catch_up()
                 async for notification in listener:
                     self._pending.update(parse_ids(notification.payload))
                     self._wake.set()
             finally:
                 self.listening = False
+                self._reconnected = True
+
+    async def _catch_up(self) -> None:
+        """Once LISTENing again: changes notified while nobody listened are lost, so read the
+        rows of every job a stream follows now; `publish` skips the states already sent."""
+        job_ids = sorted({s.job_id for s in self._subscribers if s.job_id is not None})
+        if job_ids:
+            jobs = await self._database.run(lambda c: [j for jid in job_ids for j in queue.get_job(c, jid)])
+            self.publish(jobs)
 
     async def _read_rows(self) -> None:
         backoff = 0.05
