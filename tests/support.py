@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 import trio
@@ -12,6 +13,18 @@ from psycopg.rows import dict_row
 from jobsvc import queue
 from jobsvc.model import Job, Status
 from jobsvc.queue import NewResult
+
+T = TypeVar("T")
+
+
+async def in_thread(conn: psycopg.Connection[dict[str, Any]], fn: Callable[[Any], T]) -> T:
+    """Run ``fn(conn)`` in one transaction, in a thread (as jobsvc's own hops do)."""
+
+    def hop() -> T:
+        with conn.transaction():
+            return fn(conn)
+
+    return await trio.to_thread.run_sync(hop)
 
 
 def connect(url: str) -> psycopg.Connection[dict[str, Any]]:

@@ -14,7 +14,6 @@ import httpx
 import psycopg
 import pytest
 import trio
-from psycopg.rows import dict_row
 
 from jobsvc import queue
 from jobsvc.api import MAX_BODY_BYTES, create_app
@@ -24,24 +23,10 @@ from jobsvc.schemas import CancelResponse, JobView, JobViews
 from jobsvc.storage import storage_from_settings
 from tests.fixtures.app import Api, OpenApi
 from tests.fixtures.images import PNG, ImageServer
+from tests.support import in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    """A session of our own, playing the worker."""
-    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:
-        yield c
-
-
-async def in_thread(conn: Conn, fn: Callable[[Conn], T]) -> T:
-    def hop() -> T:
-        with conn.transaction():
-            return fn(conn)
-
-    return await trio.to_thread.run_sync(hop)
 
 
 def body(**fields: Any) -> dict[str, Any]:

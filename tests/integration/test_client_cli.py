@@ -22,9 +22,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from psycopg import sql
 
-from tests.fixtures.database import PgServer, with_dbname
+from tests.fixtures.database import PgServer, migrated_database
 from tests.fixtures.images import ImageServer
 from tests.fixtures.processes import JobsvcProcess, service_env
 
@@ -143,16 +142,8 @@ def ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def stack_database_url(pg_server: PgServer, template_db: str) -> Iterator[str]:
     """One migrated database for the module's stack (tests use their own job ids)."""
-    name = f"jobsvc_cli_{uuid.uuid4().hex[:12]}"
-    with pg_server.admin() as admin:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    yield with_dbname(pg_server.url, name)
-    with pg_server.admin() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with migrated_database(pg_server, template_db, prefix="jobsvc_cli") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -17,7 +17,6 @@ import psycopg
 import pytest
 import trio
 import trio.testing
-from psycopg.rows import dict_row
 
 from jobsvc import queue
 from jobsvc.api import end_event_streams
@@ -28,23 +27,10 @@ from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView
 from tests.fixtures.app import Api, OpenApi
+from tests.support import in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:
-        yield c
-
-
-async def in_thread(conn: Conn, fn: Callable[[Conn], T]) -> T:
-    def hop() -> T:
-        with conn.transaction():
-            return fn(conn)
-
-    return await trio.to_thread.run_sync(hop)
 
 
 class Stream:

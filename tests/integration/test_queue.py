@@ -19,12 +19,6 @@ Conn = psycopg.Connection[dict[str, Any]]
 
 
 @pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:
-        yield c
-
-
-@pytest.fixture
 def other(database_url: str) -> Iterator[Conn]:
     """A second session, as a second worker or the rescuer would have."""
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as c:

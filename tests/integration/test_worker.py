@@ -64,6 +64,18 @@ class Gate:
                 await self._changed.wait()
 
 
+def run_until_shutdown(worker: Worker, nursery: trio.Nursery) -> trio.Event:
+    """Start the worker; the event is set when `Worker.run` has returned."""
+    finished = trio.Event()
+
+    async def run() -> None:
+        await worker.run()
+        finished.set()
+
+    nursery.start_soon(run)
+    return finished
+
+
 async def noop(job: Job) -> None:
     return None
 
@@ -189,13 +201,7 @@ async def test_graceful_shutdown_requeues_unfinished_jobs_without_counting(
 ) -> None:
     gate = Gate()
     worker = Worker(settings_for(database_url, shutdown_grace=0.2), default_handler=gate)
-    finished = trio.Event()
-
-    async def run() -> None:
-        await worker.run()
-        finished.set()
-
-    nursery.start_soon(run)
+    finished = run_until_shutdown(worker, nursery)
     job = enqueue(database_url)
     await gate.wait_started(1)
     worker.shutdown()
@@ -212,13 +218,7 @@ async def test_graceful_shutdown_lets_running_jobs_finish_within_grace(
 ) -> None:
     gate = Gate()
     worker = Worker(settings_for(database_url, shutdown_grace=5), default_handler=gate)
-    finished = trio.Event()
-
-    async def run() -> None:
-        await worker.run()
-        finished.set()
-
-    nursery.start_soon(run)
+    finished = run_until_shutdown(worker, nursery)
     job = enqueue(database_url)
     await gate.wait_started(1)
     worker.shutdown()
