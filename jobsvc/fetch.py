@@ -56,7 +56,15 @@ import socket
 import ssl
 import tempfile
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -105,7 +113,7 @@ ACCEPTED_MIMES = frozenset(
 )
 
 _HEAD_BYTES = 8192  # what filetype inspects at most
-_WRITE_BUFFER = 1024 * 1024  # one thread hop per MiB written, not per network read
+_WRITE_BUFFER = 256 * 1024  # one thread hop per 256 KiB written, not per network read
 _DECODE_STEP = 64 * 1024  # most bytes one decompression step may produce
 _HEADERS = {
     "User-Agent": "jobsvc/0.1",
@@ -400,11 +408,12 @@ async def _save_body(response: httpx.Response, file: BinaryIO, cap: int) -> tupl
                     kind = _image_kind(bytes(head))
             pending += chunk
             if len(pending) >= _WRITE_BUFFER:
-                await trio.to_thread.run_sync(file.write, bytes(pending))
+                # The thread writes the buffer itself (no copy); it is cleared once written.
+                await trio.to_thread.run_sync(file.write, pending)
                 pending.clear()
     if kind is None:
         kind = _image_kind(bytes(head))
-    await trio.to_thread.run_sync(file.write, bytes(pending))
+    await trio.to_thread.run_sync(file.write, pending)
     await trio.to_thread.run_sync(file.flush)
     return size, kind
 
@@ -539,13 +548,14 @@ class Fetcher:
     async def _response(self, url: str) -> AsyncIterator[httpx.Response]:
         """The final response after checked redirects, with a 2xx status; everything closed on exit."""
         pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl_context, network_backend=self._backend)
-        async with httpx.AsyncClient(
+        client = httpx.AsyncClient(
             transport=_PoolTransport(pool),
             trust_env=False,
             timeout=self._timeout,
             headers=_HEADERS,
             follow_redirects=False,
-        ) as client:
+        )
+        try:
             request = client.build_request("GET", _check_url(url))
             seen = {str(request.url)}
             for _hop in range(MAX_REDIRECTS + 1):
@@ -566,4 +576,14 @@ class Fetcher:
                     raise error(f"the server answered {_status_text(response.status_code)}")
                 yield response
             finally:
-                await response.aclose()
+                await _close_shielded(response.aclose)
+        finally:
+            # Shielded: under a cancellation, an unshielded close raises at its first
+            # checkpoint and can leave the socket open until garbage collection.
+            await _close_shielded(client.aclose)
+
+
+async def _close_shielded(aclose: Callable[[], Awaitable[None]]) -> None:
+    """Close a response or client even while cancelled, bounded to one second."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await aclose()

@@ -29,15 +29,15 @@ parts with a checkpoint between them (STACK-NOTES).
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import boto3
@@ -67,7 +67,6 @@ T = TypeVar("T")
 
 PART_SIZE = 8 * 1024 * 1024  # multipart part size, and the largest single PUT
 _READ_CHUNK = 256 * 1024
-_COPY_BUFFER = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +152,13 @@ def _copy_to_temp(source: Path, directory: Path) -> Path:
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from a separate reader
         with open(fd, "wb") as out, open(source, "rb") as src:
-            shutil.copyfileobj(src, out, _COPY_BUFFER)
-            out.flush()
+            # In the kernel (sendfile): no user-space buffer per job in flight.
+            size, offset = os.fstat(src.fileno()).st_size, 0
+            while offset < size:
+                sent = os.sendfile(out.fileno(), src.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
             os.fsync(out.fileno())
     except BaseException:
         os.unlink(name)
@@ -256,6 +260,41 @@ class FileStorage:
 
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _FilePart(io.RawIOBase):
+    """Bytes ``[offset, offset + length)`` of a file as a seekable stream (one multipart part)."""
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        super().__init__()
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._start, self._length, self._pos = offset, length, 0
+        self._file.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = min(max(base + pos, 0), self._length)
+        self._file.seek(self._start + self._pos)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")[: self._length - self._pos]
+        n = self._file.readinto(view)
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 class S3Storage:
@@ -384,11 +423,14 @@ class S3Storage:
         upload_id = started["UploadId"]
         try:
             parts: list[dict[str, Any]] = []
-            file = await self._run("read the download", functools.partial(open, path, "rb"))
-            try:
-                while data := await self._run("read the download", functools.partial(file.read, PART_SIZE)):
-                    await trio.lowlevel.checkpoint()  # where a cancellation can stop the upload
-                    number = len(parts) + 1
+            size = await self._run("read the download", functools.partial(os.path.getsize, path))
+            for offset in range(0, size, PART_SIZE):
+                await trio.lowlevel.checkpoint()  # where a cancellation can stop the upload
+                number = len(parts) + 1
+                # A window on the file, streamed by botocore: no part-sized buffer in memory.
+                window = functools.partial(_FilePart, path, offset, min(PART_SIZE, size - offset))
+                part = await self._run("read the download", window)
+                try:
                     uploaded = await self._run(
                         "upload a part",
                         functools.partial(
@@ -397,12 +439,12 @@ class S3Storage:
                             Key=name,
                             UploadId=upload_id,
                             PartNumber=number,
-                            Body=data,
+                            Body=cast(IO[bytes], part),
                         ),
                     )
-                    parts.append({"ETag": uploaded["ETag"], "PartNumber": number})
-            finally:
-                file.close()
+                finally:
+                    part.close()
+                parts.append({"ETag": uploaded["ETag"], "PartNumber": number})
             await self._run(
                 "complete an upload",
                 functools.partial(

@@ -95,9 +95,11 @@ async def test_sigterm_returns_running_job_to_queued_and_exits_0(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
     key = uuid.uuid4().hex
-    job = enqueue(database_url, image_server.url(f"/slow/{key}/x.png"))
+    path = f"/slow/{key}/x.png"
+    job = enqueue(database_url, image_server.url(path))
     proc = worker(spawn, database_url, tmp_path, "worker-a", JOBSVC_SHUTDOWN_GRACE="0.3")
     await wait_owner(database_url, job.id, "worker-a")
+    await wait_until(lambda: image_server.hits(path) == 1)  # the download is under way
     proc.signal(signal.SIGTERM)
     code = await trio.to_thread.run_sync(proc.wait, 10)
     assert code == 0, proc.output()

@@ -122,8 +122,10 @@ async def test_api_and_worker_recover_after_every_backend_is_terminated(
 
         # A cancel of a job running after the reconnect still reaches its worker.
         slow_key = uuid.uuid4().hex
-        slow = await post_job(client, image_server.url(f"/slow/{slow_key}/y.png"))
+        slow_path = f"/slow/{slow_key}/y.png"
+        slow = await post_job(client, image_server.url(slow_path))
         await wait_job(client, slow["jobId"], "Processing")
+        await until(lambda: image_server.hits(slow_path) == 1, timeout=10)  # download under way
         asked = trio.current_time()
         response = await client.post(f"/results/{slow['jobId']}/cancel")
         assert response.status_code == 200 and response.json()["status"] == "Processing"
