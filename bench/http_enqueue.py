@@ -1,0 +1,93 @@
+"""(5) Enqueue over HTTP: one ``jobsvc api`` process, concurrent clients in another.
+
+Probe off (``JOBSVC_VERIFY_ON_ENQUEUE=false``), then on against the local image
+server (``JOBSVC_ALLOW_PRIVATE_URLS=true``): requests/s, p50 and p99 of
+``POST /results/enqueue``, every request a new job (202), no worker running.
+Two load clients (see bench/http_load.py): httpx, and a minimal raw HTTP/1.1
+client that leaves more of the two cores to the server. The API process's CPU
+time per request (user + system, from /proc) shows what one process costs
+whatever the client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from bench import cancel
+from bench.context import SETTLE, Context
+from bench.pg import connect
+from bench.procs import clean_env
+
+NAME = "http"
+CONCURRENCY = 32
+REQUESTS = {False: 5_000, True: 2_000}
+WARMUP = 300
+CLIENTS = ("raw", "httpx")
+
+
+def once(ctx: Context, img_port: int, probe: bool, client: str, **env: str) -> dict[str, Any]:
+    total = REQUESTS[probe]
+    with ctx.pg.database("http") as url:
+        environ = clean_env(
+            JOBSVC_DATABASE_URL=url,
+            JOBSVC_PORT="0",
+            JOBSVC_VERIFY_ON_ENQUEUE=str(probe).lower(),
+            JOBSVC_ALLOW_PRIVATE_URLS="true",
+            JOBSVC_STORAGE_URL=f"file://{ctx.workdir / 'http-results'}",
+            **env,
+        )
+        api = ctx.children.python("jobsvc-api", "jobsvc.cli", "api", env=environ)
+        try:
+            base = api.wait_for("jobsvc api: listening on").split()[4]
+            time.sleep(SETTLE)
+            args = [base, f"http://127.0.0.1:{img_port}", "--client", client]
+            args += ["--concurrency", str(CONCURRENCY), "--requests", str(total), "--warmup", str(WARMUP)]
+            load = ctx.children.python("http-load", "bench.http_load", *args, env=clean_env())
+            proc = psutil.Process(api.pid)
+            load.wait_for("bench-http-load measuring", timeout=120)
+            before = proc.cpu_times()
+            load.wait(timeout=300)
+            after = proc.cpu_times()
+            result = json.loads(load.wait_for("bench-http-load {", timeout=5).split(" ", 1)[1])
+        finally:
+            api.stop()
+        if result["statuses"] != {"202": total}:
+            raise RuntimeError(f"unexpected statuses {result['statuses']}")
+        with connect(url) as conn:
+            row = conn.execute("SELECT count(*) AS n FROM jobsvc_results").fetchone()
+            if row is None or row["n"] != total + WARMUP:
+                raise RuntimeError(f"{row and row['n']} rows, expected {total + WARMUP}")
+    cpu = (after.user - before.user) + (after.system - before.system)
+    result["cpu_ms"] = cpu / total * 1000
+    ctx.say(
+        f"  {client} probe={'on' if probe else 'off'} {env or ''}: {result['rps']:,.0f} req/s, "
+        f"p99 {result['p99_ms']:.1f} ms, api CPU {result['cpu_ms']:.2f} ms/request"
+    )
+    out: dict[str, Any] = result
+    return out
+
+
+def run(ctx: Context) -> None:
+    ctx.settings[NAME] = (
+        f"1 `jobsvc api` process (hypercorn, trio); load from another process (uvloop): raw HTTP/1.1 "
+        f"and httpx clients, {CONCURRENCY} requests in flight, {REQUESTS[False]:,} requests probe off, "
+        f"{REQUESTS[True]:,} probe on (local image server), after {WARMUP} warm-up; no worker running"
+    )
+    images, port = cancel.start_images(ctx)
+    try:
+        for i in range(ctx.runs):
+            ctx.say(f"http run {i + 1}/{ctx.runs}")
+            for client in CLIENTS:
+                for probe in (False, True):
+                    result = once(ctx, port, probe, client)
+                    label = f"api, probe {'on' if probe else 'off'}, {client} client"
+                    ctx.results.add(NAME, label, "throughput", "req/s", result["rps"])
+                    ctx.results.add(NAME, label, "p50", "ms", result["p50_ms"])
+                    ctx.results.add(NAME, label, "p99", "ms", result["p99_ms"])
+                    ctx.results.add(NAME, label, "api CPU per request", "ms", result["cpu_ms"])
+    finally:
+        images.stop()

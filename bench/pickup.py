@@ -1,0 +1,94 @@
+"""(3) Pickup latency: an idle worker, jobs enqueued one at a time 10 ms apart.
+
+jobsvc: each job goes in as the API puts it: ``queue.enqueue`` commits the row,
+then ``queue.announce`` sends the wake-up (the API's announcer does it right after
+the insert). Latency is ``started_at - created_at`` (both the database's clock).
+The peers get the same pacing through their own enqueue calls, and are measured
+from their own tables (deferred → started; queued → picked).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from bench import jobs, peers, throughput
+from bench.context import Context
+from bench.pg import connect
+from bench.report import percentile
+from jobsvc import queue
+
+NAME = "pickup"
+COUNT = 500
+INTERVAL = 0.010
+CONCURRENCY = 16
+SYSTEMS = ("procrastinate", "pgqueuer-psycopg", "pgqueuer-asyncpg")
+
+LATENCY_SQL = """
+SELECT extract(epoch FROM started_at - created_at)::float8 * 1000 AS ms
+FROM jobsvc_results WHERE started_at IS NOT NULL
+"""
+
+
+def enqueue_paced(url: str, n: int, interval: float) -> None:
+    with connect(url) as conn:
+        start = time.monotonic()
+        for i in range(n):
+            delay = start + i * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            new = queue.NewResult(
+                job_id=uuid.uuid4(),
+                result_file=f"p{i}.png",
+                type="noop",
+                img_url=f"http://127.0.0.1:9/p{i}.png",
+            )
+            job, _ = queue.enqueue(conn, new)  # autocommit: the row is committed here
+            queue.announce(conn, [job.id], wakeup=True)
+
+
+def jobsvc_once(ctx: Context) -> list[float]:
+    with ctx.pg.database("pickup") as url:
+        workers = throughput.start_noop_workers(ctx, url, 1, CONCURRENCY)
+        try:
+            enqueue_paced(url, COUNT, INTERVAL)
+            jobs.wait_finished(url, 60)
+            with connect(url) as conn:
+                values = [float(r["ms"]) for r in conn.execute(LATENCY_SQL)]
+        finally:
+            for w in workers:
+                w.stop()
+    return values
+
+
+def peer_once(ctx: Context, system: str) -> list[float]:
+    with ctx.pg.database(system.replace("-", "_"), migrate=False) as url:
+        peers.install(system, url)
+        worker = throughput.start_peer(ctx, system, url)
+        try:
+            peers.enqueue(system, url, COUNT, INTERVAL)
+            peers.wait_finished(system, url, 60)
+            values = peers.pickup_ms(system, url)
+        finally:
+            worker.stop()
+    return values
+
+
+def record(ctx: Context, label: str, values: list[float]) -> None:
+    if len(values) != COUNT:
+        raise RuntimeError(f"{label}: {len(values)} pickups measured, expected {COUNT}")
+    for p in (50, 95, 99):
+        ctx.results.add(NAME, label, f"p{p}", "ms", percentile(values, p))
+    ctx.say(f"  {label}: p50 {percentile(values, 50):.2f} ms, p99 {percentile(values, 99):.2f} ms")
+
+
+def run(ctx: Context) -> None:
+    ctx.settings[NAME] = (
+        f"{COUNT} jobs, one at a time {INTERVAL * 1000:.0f} ms apart, to an idle worker "
+        f"(jobsvc concurrency {CONCURRENCY}; peers as in throughput); startedAt - createdAt"
+    )
+    for i in range(ctx.runs):
+        ctx.say(f"pickup run {i + 1}/{ctx.runs}")
+        record(ctx, "jobsvc", jobsvc_once(ctx))
+        for system in SYSTEMS:
+            record(ctx, throughput.peer_label(system), peer_once(ctx, system))

@@ -1,0 +1,95 @@
+"""The issue's targets, checked against the medians of this run."""
+
+from __future__ import annotations
+
+from bench.report import Results, Row
+
+#: Memory allowance per job in flight (issue 5: concurrency x 1 MiB).
+MIB_PER_SLOT = 1.0
+
+
+def _rows(results: Results, bench: str, prefix: str, metric: str) -> list[Row]:
+    return [r for r in results.rows(bench) if r.label.startswith(prefix) and r.metric == metric and r.values]
+
+
+def _best(rows: list[Row]) -> Row | None:
+    return max(rows, key=lambda r: r.median, default=None)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def evaluate(results: Results) -> list[list[str]]:
+    out: list[list[str]] = []
+    # Default settings only: the lever rows (note set) show what a setting buys, apart.
+    ours = _best([r for r in _rows(results, "throughput", "jobsvc 1 proc", "no-op") if not r.note])
+    pgq = _best(_rows(results, "throughput", "pgqueuer", "no-op"))
+    pgq_psycopg = _best(_rows(results, "throughput", "pgqueuer-psycopg", "no-op"))
+    if ours and pgq:
+        ratio = ours.median / pgq.median
+        out.append(
+            [
+                "no-op throughput ≥ pgqueuer's fastest (stretch 2x)",
+                f"{ours.label} {ours.median:,.0f} / {pgq.label} {pgq.median:,.0f} = {ratio:.2f}x",
+                _verdict(ratio >= 1) + (" (stretch met)" if ratio >= 2 else ""),
+            ]
+        )
+    if ours and pgq_psycopg:
+        ratio = ours.median / pgq_psycopg.median
+        out.append(
+            [
+                "no-op throughput ≥ 3x pgqueuer on psycopg",
+                f"{ours.median:,.0f} / {pgq_psycopg.median:,.0f} = {ratio:.2f}x",
+                _verdict(ratio >= 3),
+            ]
+        )
+    ceiling = next((r for r in results.rows("ceiling") if r.note == "our claim size" and r.values), None)
+    if ours and ceiling:
+        share = ours.median / ceiling.median * 100
+        out.append(
+            [
+                "≥ 50 % of the pgbench ceiling at our batch size",
+                f"{ours.median:,.0f} / {ceiling.label} {ceiling.median:,.0f} = {share:.0f} %",
+                _verdict(share >= 50),
+            ]
+        )
+    p50 = results.get("pickup", "jobsvc", "p50")
+    p99 = results.get("pickup", "jobsvc", "p99")
+    if p50 and p99 and p50.values:
+        out.append(["pickup p50 ≤ 2 ms", f"{p50.median:.2f} ms", _verdict(p50.median <= 2)])
+        out.append(["pickup p99 ≤ 10 ms", f"{p99.median:.2f} ms", _verdict(p99.median <= 10)])
+    cancel = results.get("cancel", "jobsvc", "p50")
+    if cancel and cancel.values:
+        out.append(["cancel p50 ≤ 50 ms", f"{cancel.median:.1f} ms", _verdict(cancel.median <= 50)])
+    for client in ("raw", "httpx"):
+        row = results.get("http", f"api, probe off, {client} client", "throughput")
+        if row and row.values:
+            out.append(
+                [
+                    f"enqueue ≥ 2,000 req/s per API process, probe off ({client} client)",
+                    f"{row.median:,.0f} req/s",
+                    _verdict(row.median >= 2000),
+                ]
+            )
+    for where in ("file", "moto S3"):
+        small = next(
+            (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"10 KB → {where}")),
+            None,
+        )
+        big = next(
+            (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"20 MB → {where}")),
+            None,
+        )
+        if small and big:
+            from bench.memory import CONCURRENCY
+
+            limit = small.median * 1.10 + CONCURRENCY * MIB_PER_SLOT
+            out.append(
+                [
+                    f"peak RSS, 20 MB images ≤ 1.10 x 10 KB run + {CONCURRENCY} MiB ({where})",
+                    f"{big.median:.0f} MiB vs limit {limit:.0f} MiB (10 KB run {small.median:.0f} MiB)",
+                    _verdict(big.median <= limit),
+                ]
+            )
+    return out
