@@ -32,6 +32,11 @@ ENV JOBSVC_HOST=0.0.0.0 \
     JOBSVC_PORT=8000
 EXPOSE 8000
 
+# boto3 uploads run in many threads; glibc gives each its own malloc arena and
+# keeps freed memory there. Two arenas keep a worker's peak memory near flat
+# (bench: 16 S3 uploads of 20 MB, peak RSS about 160 -> 115 MiB).
+ENV MALLOC_ARENA_MAX=2
+
 # SIGTERM (docker stop) shuts the API and the worker down gracefully: give the
 # container more than JOBSVC_SHUTDOWN_GRACE (30 s) before it is killed.
 STOPSIGNAL SIGTERM
