@@ -44,15 +44,23 @@ class Metrics:
         )
         self.fetch_bytes = Counter("jobsvc_fetch_bytes", "Image bytes downloaded", registry=r)
         self.subscribers = Gauge("jobsvc_events_subscribers", "Open event streams", registry=r)
+        self._children: dict[Status, tuple[Counter, Histogram]] = {}
 
     def job_recorded(self, job: Job) -> None:
         """Count one recorded outcome (called by the worker after each finish batch)."""
         if job.status is Status.QUEUED:
             self.retries.inc()
-        else:
-            self.finished.labels(job.status.value).inc()
+            return
+        # Label lookups cost more than the increment: resolve each child once (hot path).
+        finished, duration = self._children.get(job.status) or self._resolve(job.status)
+        finished.inc()
         if job.started_at is not None and job.finished_at is not None:
-            self.duration.labels(job.status.value).observe((job.finished_at - job.started_at).total_seconds())
+            duration.observe((job.finished_at - job.started_at).total_seconds())
+
+    def _resolve(self, status: Status) -> tuple[Counter, Histogram]:
+        pair = (self.finished.labels(status.value), self.duration.labels(status.value))
+        self._children[status] = pair
+        return pair
 
     def update_from_db(self, conn: Conn) -> None:
         """Refresh the queue-wide gauges; one short transaction."""

@@ -7,6 +7,7 @@ calls one per claimed job, inside that job's cancel scope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -30,14 +31,19 @@ class ImagePipeline:
     deleted again, shielded, before the exception propagates.
     """
 
-    def __init__(self, fetcher: Fetcher, storage: Storage) -> None:
+    def __init__(
+        self, fetcher: Fetcher, storage: Storage, *, on_downloaded: Callable[[int], None] | None = None
+    ) -> None:
         self._fetcher = fetcher
         self._storage = storage
+        self._on_downloaded = on_downloaded  # e.g. the worker's fetch-bytes counter
 
     async def __call__(self, job: Job) -> None:
         stored = False
         try:
             async with self._fetcher.download(job.img_url) as download:
+                if self._on_downloaded is not None:
+                    self._on_downloaded(download.size)
                 await self._storage.put(job.storage_key, download.path, download.mime)
                 stored = True
         except BaseException:

@@ -382,7 +382,7 @@ class Worker:
         stack.push_async_callback(fetcher.aclose)
         storage = storage_from_settings(self.settings)
         stack.push_async_callback(storage.aclose)
-        pipeline: Handler = ImagePipeline(fetcher, storage)
+        pipeline: Handler = ImagePipeline(fetcher, storage, on_downloaded=self.metrics.fetch_bytes.inc)
         return pipeline
 
 

@@ -113,3 +113,29 @@ async def test_s3_storage_end_to_end(
     await wait_status(database_url, job.id, Status.COMPLETED)
     body = moto_server.client().get_object(Bucket=s3_bucket, Key=f"results/{job.job_id}/cat.png")["Body"]
     assert body.read().startswith(b"\x89PNG")
+
+
+async def test_worker_metrics_count_downloaded_bytes(
+    database_url: str, image_server: Any, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    worker = Worker(
+        Settings(
+            database_url=database_url,
+            storage_url=f"file://{tmp_path}",
+            allow_private_urls=True,
+            rescue_interval=60,
+            worker_id="bytes-worker",
+        )
+    )
+    await nursery.start(worker.run)
+    job = enqueue(database_url, image_server.url("/big/50000.png"))
+    await wait_status(database_url, job.id, Status.COMPLETED)
+    values = {
+        s.name: s.value
+        for family in text_string_to_metric_families(worker.metrics.render().decode())
+        for s in family.samples
+    }
+    assert values["jobsvc_fetch_bytes_total"] >= 50000
+    worker.shutdown()
