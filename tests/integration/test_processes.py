@@ -130,3 +130,27 @@ async def test_migrate_four_at_once_and_again(spawn: Spawn, empty_database_url: 
     assert await trio.to_thread.run_sync(again.wait, 60) == 0
     job = enqueue(empty_database_url, "http://images.test/a.png")
     assert row(empty_database_url, job.id).status is Status.QUEUED
+
+
+async def test_worker_serves_metrics_on_its_own_port(
+    spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
+) -> None:
+    import socket
+
+    import httpx
+
+    with socket.socket() as probe:  # a free port, released for the worker to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = worker(spawn, database_url, tmp_path, "worker-m", JOBSVC_METRICS_PORT=str(port))
+    job = enqueue(database_url, image_server.url("/img/metrics.png"))
+    await wait_status(database_url, job.id, Status.COMPLETED, timeout=15)
+
+    def scrape() -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    text = await wait_until(lambda: "jobsvc_claims_total 1.0" in scrape() and scrape(), timeout=15)
+    assert 'jobsvc_finished_total{status="Completed"} 1.0' in text, proc.output()
