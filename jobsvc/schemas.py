@@ -182,6 +182,11 @@ class SchemaProvider(OpenAPIProvider):
             for operation in operations.values():
                 if "description" in operation:  # the docstring after its summary line
                     operation["description"] = operation["description"].strip()
+                for parameter in operation.get("parameters", []):
+                    # The route takes any string so that a malformed id is a 400 with a
+                    # sentence, not a 404; the contract is still a UUID.
+                    if parameter.get("in") == "path" and parameter.get("name") == "jobId":
+                        parameter["schema"] = {"type": "string", "format": "uuid"}
         return paths, components
 
     def build_response_object(
