@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -567,3 +568,20 @@ async def test_an_unexpected_error_is_a_500_sentence_without_details(api_setting
         response = await test_app.test_client().get("/boom")
     message = await error_of(response, 500)
     assert "secret" not in message and "Traceback" not in message
+
+
+async def test_openapi_spec_is_valid_and_matches_the_routes(api: Api) -> None:
+    from openapi_spec_validator import validate
+
+    doc = await (await api.client.get("/openapi.json")).get_json()
+    validate(doc)  # raises on an invalid OpenAPI document
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = {
+        (re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule), method)
+        for rule in api.app.url_map.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+        and not rule.rule.startswith(("/openapi.json", "/docs", "/redocs", "/scalar"))
+        and rule.endpoint != "static"
+    }
+    assert documented == served
