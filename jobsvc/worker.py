@@ -264,6 +264,8 @@ class Worker:
         self._running[job.id] = slot
         if self._pending_cancels.pop(job.id, None) is not None or job.cancel_requested_at is not None:
             slot.stop("cancel")
+        elif self._stopping:  # claimed by a claim in flight when shutdown began: give it back
+            slot.stop("shutdown")
         handler = self._handlers.get(job.type, self._default)
         assert handler is not None
         outcome: Outcome | None = None

@@ -74,8 +74,10 @@ async def test_worker_recovers_after_every_backend_is_terminated(
         env=service_env(database_url, f"file://{tmp_path}", JOBSVC_RESCUE_INTERVAL="0.5"),
     )
     key = uuid.uuid4().hex
-    stalled = enqueue(database_url, image_server.url(f"/stall-once/{key}/a.png"))
-    await wait_until(lambda: row(database_url, stalled.id).status is Status.PROCESSING, timeout=15)
+    path = f"/stall-once/{key}/a.png"
+    stalled = enqueue(database_url, image_server.url(path))
+    # the first (stalling) request must have reached the server, or the retry would stall
+    await wait_until(lambda: image_server.hits(path) == 1, timeout=15)
     with connect(database_url) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"

@@ -50,6 +50,8 @@ async def test_sigkilled_worker_job_is_rescued_and_completed_by_another(
     job = enqueue(database_url, image_server.url(path))
     first = worker(spawn, database_url, tmp_path, "worker-a")
     await wait_owner(database_url, job.id, "worker-a")
+    # the first (stalling) request must have reached the server, or the retry would stall
+    await wait_until(lambda: image_server.hits(path) == 1)
     second = worker(spawn, database_url, tmp_path, "worker-b")
     first.kill()
     done = await wait_status(database_url, job.id, Status.COMPLETED, Status.FAILED, timeout=20)

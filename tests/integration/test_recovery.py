@@ -90,6 +90,7 @@ async def test_api_and_worker_recover_after_every_backend_is_terminated(
         await nursery.start(follow_events, client, followed, job_id)
         await post_job(client, image_server.url(stall_path), job_id)
         await wait_job(client, job_id, "Processing")
+        await until(lambda: image_server.hits(stall_path) == 1, timeout=10)  # the stall began
 
         with connect(database_url) as conn:
             killed = conn.execute(TERMINATE_ALL).fetchone()
