@@ -232,7 +232,7 @@ class Worker:
                     self._next_due = due
                 self.metrics.claims.inc(len(claimed))
                 for job in claimed:
-                    jobs.start_soon(self._run_job, job)
+                    jobs.start_soon(self._run_job, self._admit(job))
                 continue
             deadline = self._next_due if free > 0 else math.inf
             with trio.move_on_at(deadline) as timer:
@@ -259,19 +259,26 @@ class Worker:
 
     # --- one job ------------------------------------------------------------------------
 
-    async def _run_job(self, job: Job) -> None:
+    def _admit(self, job: Job) -> _Running:
+        """Count a claimed job as running at once, before its task starts: the next
+        claim's free slots must not include jobs that are merely spawned."""
         slot = _Running(job)
         self._running[job.id] = slot
         if self._pending_cancels.pop(job.id, None) is not None or job.cancel_requested_at is not None:
             slot.stop("cancel")
-        elif self._stopping:  # claimed by a claim in flight when shutdown began: give it back
+        elif self._stopping:  # brought in by a claim in flight when shutdown began: give it back
             slot.stop("shutdown")
+        return slot
+
+    async def _run_job(self, slot: _Running) -> None:
+        job = slot.job
         handler = self._handlers.get(job.type, self._default)
         assert handler is not None
         outcome: Outcome | None = None
         try:
-            with slot.scope:
-                outcome = await self._attempt(handler, job)
+            if slot.reason is None:  # not canceled or given back before it started
+                with slot.scope:
+                    outcome = await self._attempt(handler, job)
         finally:
             if outcome is None:
                 reason = slot.reason or "shutdown"
