@@ -46,16 +46,22 @@ class Gate:
         self.started: list[Job] = []
         self.release = trio.Event()
         self.cancelled: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._changed = trio.Event()
 
     async def __call__(self, job: Job) -> None:
         self.started.append(job)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self._changed.set()
         try:
             await self.release.wait()
         except trio.Cancelled:
             self.cancelled.append(job.id)
             raise
+        finally:
+            self.in_flight -= 1
 
     async def wait_started(self, n: int, timeout: float = 5.0) -> None:
         with trio.fail_after(timeout):
@@ -105,6 +111,7 @@ async def test_concurrency_bounds_jobs_in_flight(database_url: str, start_worker
     gate.release.set()
     for job in jobs:
         await wait_status(database_url, job.id, Status.COMPLETED)
+    assert gate.max_in_flight == 3  # never more handlers at once than the concurrency
 
 
 async def test_cancel_running_job_cancels_its_scope_and_releases_lock(
