@@ -184,6 +184,8 @@ async def serve_api(
     config = hypercorn.config.Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
+    # Our logger, so hypercorn's lines go through our format (JSON too) exactly once.
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5
     app = create_app(settings)
 
