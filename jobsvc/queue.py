@@ -365,11 +365,6 @@ def finish(conn: Conn, worker_id: str, outcomes: Sequence[Outcome]) -> list[Job]
     return jobs
 
 
-def release(conn: Conn, ids: Sequence[int]) -> None:
-    """Release advisory locks without recording anything (the rescuer will)."""
-    conn.execute(UNLOCK_SQL, {"ids": list(ids)})
-
-
 def cancel_requested(conn: Conn, ids: Sequence[int]) -> list[int]:
     """Which of these Processing rows have a pending cancel request (reconciliation)."""
     return [r["id"] for r in conn.execute(CANCEL_REQUESTED_SQL, {"ids": list(ids)})]

@@ -140,7 +140,6 @@ class Worker:
         self._finisher: _Finisher | None = None
         self._session: Session | None = None
         self._idle = trio.Event()
-        self.ready = trio.Event()  # set once a session and the listener are up
         self._listening = trio.Event()  # set once the first LISTEN is in place
         self._db = Database(self._url, max_size=2, application_name="jobsvc-worker")
         self.metrics = metrics or Metrics()
@@ -192,7 +191,6 @@ class Worker:
                     self._more = True
                     if not started:
                         await self._listening.wait()
-                        self.ready.set()
                         task_status.started()
                         started = True
                     await self._claim_loop(session, jobs)
