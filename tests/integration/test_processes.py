@@ -116,8 +116,9 @@ async def test_sigterm_lets_a_short_job_finish_within_grace(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
     proc = worker(spawn, database_url, tmp_path, "worker-a", JOBSVC_SHUTDOWN_GRACE="10")
-    job = enqueue(database_url, image_server.url("/big/3000000.png"))  # 3 MB in chunks
-    await wait_owner(database_url, job.id, "worker-a")
+    path = f"/drip/50/{uuid.uuid4().hex}.png"  # about one second to download
+    job = enqueue(database_url, image_server.url(path))
+    await wait_until(lambda: image_server.hits(path) == 1)  # under way when the signal comes
     proc.signal(signal.SIGTERM)
     assert await trio.to_thread.run_sync(proc.wait, 15) == 0, proc.output()
     assert row(database_url, job.id).status is Status.COMPLETED
