@@ -64,6 +64,7 @@ from jobsvc.errors import (
     JobsvcError,
     NotFound,
     TransientError,
+    quoted,
 )
 from jobsvc.events import Announcer, Broadcaster, event_stream
 from jobsvc.fetch import Fetcher
@@ -72,6 +73,7 @@ from jobsvc.metrics import Metrics
 from jobsvc.model import (
     Job,
     Status,
+    check_file_name,
     check_image_url,
     job_view,
     parse_job_id,
@@ -241,7 +243,7 @@ def _query(model: type[M]) -> M:
     args = request.args
     for key in args:
         if len(args.getlist(key)) > 1:
-            raise InvalidRequest(f"query parameter {key!r} is given more than once")
+            raise InvalidRequest(f"query parameter {quoted(key)} is given more than once")
     return _validate(model, args.to_dict())
 
 
@@ -255,7 +257,7 @@ async def _json_body() -> Any:
         mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
     ):
         raise _UnsupportedMedia(
-            f"the body must be JSON (Content-Type: application/json), not {mimetype or 'none'!r}"
+            f"the body must be JSON (Content-Type: application/json), not {quoted(mimetype or 'none')}"
         )
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
@@ -380,12 +382,12 @@ def _register_errors(app: QuartTrio) -> None:
         code = exc.code or 500
         headers: dict[str, str] = {}
         if code == 404:
-            message = f"there is no resource at {request.path}"
+            message = f"there is no resource at {quoted(request.path)}"
         elif code == 405 and isinstance(exc, MethodNotAllowed):
             allowed = sorted(exc.valid_methods or [])
             headers["Allow"] = ", ".join(allowed)
             useful = [m for m in allowed if m not in ("HEAD", "OPTIONS")] or allowed
-            message = f"{request.method} is not allowed on {request.path}; use {' or '.join(useful)}"
+            message = f"{request.method} is not allowed on {quoted(request.path)}; use {' or '.join(useful)}"
         elif code == 413:
             message = f"the request body is larger than {MAX_BODY_BYTES} bytes"
         else:
@@ -544,17 +546,20 @@ def _register_routes(app: QuartTrio) -> None:
         """
         services = _services()
         jid = parse_job_id(jobId)
-        job = await services.run(lambda c: queue.get_result(c, jid, resultFile))
+        # The rule enqueue names results by: a name it refuses (NUL, separators, over
+        # 255 bytes) was never stored, and must not reach SQL, which refuses NUL.
+        name = check_file_name(resultFile)
+        job = await services.run(lambda c: queue.get_result(c, jid, name))
         if job is None:
-            raise NotFound(f"job {jid} has no result named {resultFile!r}")
+            raise NotFound(f"job {jid} has no result named {quoted(name)}")
         if job.status is not Status.COMPLETED:
-            raise NotFound(f"result {resultFile!r} of job {jid} is {job.status.value}, not Completed")
+            raise NotFound(f"result {quoted(name)} of job {jid} is {job.status.value}, not Completed")
         url = await services.storage.presign(job.storage_key, PRESIGN_SECONDS)
         if url is not None:
             return Response(b"", status=307, headers={"Location": url, "Cache-Control": "no-store"})
         stored = await services.storage.open(job.storage_key)
         if stored is None:
-            raise NotFound(f"the stored file of result {resultFile!r} of job {jid} is missing")
+            raise NotFound(f"the stored file of result {quoted(name)} of job {jid} is missing")
         disposition = f"inline; filename*=UTF-8''{quote(job.result_file, safe='')}"
         return Response(
             stored.chunks(),

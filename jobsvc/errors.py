@@ -12,10 +12,14 @@
 
 Errors from the layers below (psycopg, httpx, boto3) are translated into these
 in exactly one place per layer (`db`, `fetch`, `storage`), with ``raise … from``.
-The HTTP status of each error is decided in one place, `api`.
+The HTTP status of each error is decided in one place, `api`. Text a client
+sent is echoed in an error sentence only through `quoted` (bounded, escaped).
 """
 
 from __future__ import annotations
+
+#: The most characters of a client's text an error sentence echoes.
+ECHO_LIMIT = 80
 
 
 class JobsvcError(Exception):
@@ -52,3 +56,12 @@ class PermanentError(JobError):
 
 class TransientError(JobError):
     """May succeed later (timeout, connection error, 5xx, 408/429, storage hiccup): retried."""
+
+
+def quoted(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` as a Python literal for an error sentence: control characters escaped by
+    `repr`, and at most ``limit`` characters of it, the cut marked with an ellipsis."""
+    if len(text) <= limit:
+        return repr(text)
+    head = repr(text[:limit])
+    return head[:-1] + "…" + head[-1]

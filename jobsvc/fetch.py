@@ -29,18 +29,22 @@ be an image", not "decodes".
 
 Errors (see `jobsvc.errors`)::
 
-    PermanentError   scheme not http(s), credentials in the URL, blocked address,
-                     a host name that resolves to nothing, 4xx except 408/429,
-                     not an image, too large, too many redirects or a loop,
-                     an unsupported or corrupt Content-Encoding
+    PermanentError   scheme not http(s), credentials in the URL, an invalid URL
+                     or host name (bad IDNA, empty or over-long label), a redirect
+                     to an unparsable Location, blocked address, a host name
+                     that resolves to nothing, 4xx except 408/429, not an image,
+                     too large, too many redirects or a loop, an unsupported or
+                     corrupt Content-Encoding
     TransientError   timeouts (connect, read, total), connection errors, 5xx,
                      408, 429, a body shorter than its Content-Length,
                      a local temporary file that cannot be written
     InvalidRequest   only from `Fetcher.probe`: "imgUrl is not a reachable image: …"
 
 Our own decisions raise these where they are made; exceptions of the layers
-below (httpx, httpcore, trio, zlib, OS) are translated in one place,
-`_translate_errors`. Cancellation is never translated.
+below (httpx, httpcore, idna, trio, zlib, OS) are translated in one place,
+`_translate_errors`. Cancellation is never translated. A refused address is
+named in the error only when the URL spelled it: what a host name resolves to
+is logged, never told to the client (enqueue would otherwise be a DNS oracle).
 
 Every download gets its own connection pool (sharing the backend and one SSL
 context), closed when the download ends: cancelling a download closes its
@@ -77,7 +81,7 @@ import httpx
 import trio
 
 from jobsvc.config import Settings
-from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError
+from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError, quoted
 
 __all__ = [
     "ACCEPTED_MIMES",
@@ -115,6 +119,7 @@ ACCEPTED_MIMES = frozenset(
 _HEAD_BYTES = 8192  # what filetype inspects at most
 _WRITE_BUFFER = 256 * 1024  # one thread hop per 256 KiB written, not per network read
 _DECODE_STEP = 64 * 1024  # most bytes one decompression step may produce
+_SHOWN_HOST = 80  # most characters of a host name an error repeats
 _HEADERS = {
     "User-Agent": "jobsvc/0.1",
     "Accept": "image/*",
@@ -177,14 +182,42 @@ def _status_text(status_code: int) -> str:
 
 def _check_url(url: str | httpx.URL) -> httpx.URL:
     """Syntactic checks, for the first hop and every redirect hop."""
-    parsed = httpx.URL(url)  # httpx.InvalidURL is translated by _translate_errors
+    parsed = httpx.URL(url)  # httpx.InvalidURL and IDNAError are translated by _translate_errors
     if parsed.scheme not in ("http", "https"):
         raise PermanentError(f"only http and https URLs can be fetched, not {parsed.scheme or 'this'!r:.20}")
     if not parsed.host:
         raise PermanentError("the URL names no host")
     if parsed.userinfo:
         raise PermanentError("the URL must not carry credentials")
+    if parsed.port is not None and not 0 < parsed.port <= 65535:  # httpx parses any number
+        raise PermanentError("the URL's port is not a TCP port (1 to 65535)")
     return parsed
+
+
+async def _check_redirect(response: httpx.Response) -> None:
+    """An httpx response hook: a redirect's Location must parse as a URL we could fetch.
+
+    httpx builds the next request (``response.next_request``) inside ``send``,
+    right after this hook, and its errors there are transport errors (an
+    unparsable Location is a ``RemoteProtocolError``, a bad IDNA host an
+    ``IDNAError``) that would read as a transient failure, or escape as an
+    unexpected one. Building the target the way httpx does, here, makes a bad
+    Location a PermanentError (httpx closes the response). The next hop's
+    policy checks (`_check_url`, the address guard) stay where they are.
+    """
+    if not response.has_redirect_location:
+        return
+    location = response.headers["Location"]
+    try:
+        target = httpx.URL(location)
+        if target.scheme and not target.host:
+            target = target.copy_with(host=response.request.url.host)
+        if target.is_relative_url:
+            target = response.request.url.join(target)
+        target.host  # noqa: B018 (IDNA-decodes the host, as httpx will: raises on an invalid A-label)
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        reason = f"{exc!s:.100}"
+        raise PermanentError(f"the server redirects to an invalid URL {quoted(location)} ({reason})") from exc
 
 
 def _image_kind(head: bytes) -> Any:
@@ -253,21 +286,25 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         raise error
 
     async def _resolve(self, host: str, port: int, deadline: float) -> list[IPAddress]:
+        shown = host if len(host) <= _SHOWN_HOST else host[:_SHOWN_HOST] + "…"  # a Location can be long
         with trio.move_on_at(deadline):
             try:
                 infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except socket.gaierror as exc:
                 if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
-                    raise PermanentError(f"the host name {host} does not resolve") from exc
-                raise httpcore.ConnectError(f"could not resolve {host}: {exc.strerror}") from exc
+                    raise PermanentError(f"the host name {shown} does not resolve") from exc
+                raise httpcore.ConnectError(f"could not resolve {shown}: {exc.strerror}") from exc
+            except UnicodeError as exc:  # the IDNA codec: an empty or over-long label
+                raise PermanentError(f"the host name {shown} is not a valid DNS name") from exc
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
             if not addresses:
-                raise PermanentError(f"the host name {host} does not resolve")
+                raise PermanentError(f"the host name {shown} does not resolve")
             for ip in addresses:
                 if not self._allow(ip):
-                    if str(ip) == host:
-                        raise PermanentError(f"the address {ip} is not public")
-                    raise PermanentError(f"{host} resolves to {ip}, which is not public")
+                    if str(ip) == host:  # the URL spelled the address: no secret in saying it
+                        raise PermanentError(f"the address {ip} is not allowed")
+                    log.warning("refused %s: it resolves to %s, which is not allowed", host, ip)
+                    raise PermanentError(f"{shown} resolves to an address that is not allowed")
             return addresses
         raise httpcore.ConnectTimeout(f"resolving {host} took too long")
 
@@ -427,6 +464,8 @@ def _translate_errors(timeout_message: str) -> Iterator[None]:
         raise TransientError(timeout_message) from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol) as exc:
         raise PermanentError(f"the URL cannot be fetched: {exc}") from exc
+    except UnicodeError as exc:  # idna.IDNAError: httpx IDNA-decodes an "xn--" host when asked for it
+        raise PermanentError(f"the URL's host is not a valid internationalized domain name ({exc})") from exc
     except (httpx.ConnectTimeout, httpcore.ConnectTimeout) as exc:
         raise TransientError("the server could not be reached in time") from exc
     except (httpx.TimeoutException, httpcore.TimeoutException) as exc:
@@ -554,6 +593,7 @@ class Fetcher:
             timeout=self._timeout,
             headers=_HEADERS,
             follow_redirects=False,
+            event_hooks={"response": [_check_redirect]},
         )
         try:
             request = client.build_request("GET", _check_url(url))

@@ -10,11 +10,15 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from jobsvc.errors import InvalidRequest
+import httpx
+
+from jobsvc.errors import InvalidRequest, quoted
 
 MAX_URL_LENGTH = 2048
 MAX_TYPE_LENGTH = 64
 MAX_FILE_NAME_BYTES = 255
+MAX_HOST_LENGTH = 253  # a DNS name, without its trailing dot (RFC 1035)
+MAX_LABEL_LENGTH = 63
 
 
 class Status(enum.StrEnum):
@@ -99,7 +103,7 @@ def parse_job_id(text: str) -> uuid.UUID:
     try:
         value = uuid.UUID(text)
     except (ValueError, TypeError, AttributeError):
-        raise InvalidRequest(f"jobId must be a UUID, got {text!r:.80}") from None
+        raise InvalidRequest(f"jobId must be a UUID, got {quoted(text)}") from None
     if value.int == 0:
         raise InvalidRequest("jobId must not be the nil UUID")
     return value
@@ -109,10 +113,12 @@ def check_file_name(name: str) -> str:
     """Refuse names that are unusable as one path segment on any storage backend.
 
     A result file is always stored under ``{jobId}/``: no separator, no dot
-    segment and no control character may let it escape or hide there.
+    segment and no control character may let it escape or hide there. The one
+    rule for a result-file name wherever it comes from: the enqueued URL, or the
+    ``{resultFile}`` of a path (a name this refuses can never have been stored).
     """
     if not name or name in (".", ".."):
-        raise InvalidRequest("the URL's last path segment must be a file name")
+        raise InvalidRequest("the result file name must be a file name (the URL's last path segment)")
     if "/" in name or "\\" in name:
         raise InvalidRequest("the result file name must not contain a path separator")
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in name):
@@ -157,4 +163,31 @@ def check_image_url(url: str) -> str:
         raise InvalidRequest("imgUrl must not carry credentials")
     if port == 0:
         raise InvalidRequest("imgUrl must not use port 0")
+    _check_host(url)
     return url
+
+
+def _check_host(url: str) -> None:
+    """The host as the fetcher will see it (httpx parses it) must be a name DNS can hold.
+
+    A host httpx cannot parse or IDNA-decode (``xn--zz``), an empty label
+    (``a..b``) or an over-long one can never be fetched: refused here, at enqueue.
+    """
+    try:
+        parsed = httpx.URL(url)
+        parsed.host  # noqa: B018 (IDNA-decodes the host: raises on an invalid A-label)
+    except httpx.InvalidURL as exc:
+        raise InvalidRequest(f"imgUrl is not a valid URL: {exc}") from None
+    except UnicodeError as exc:  # idna.IDNAError
+        raise InvalidRequest(f"imgUrl's host is not a valid internationalized domain name: {exc}") from None
+    host = parsed.raw_host.decode("ascii")
+    if ":" in host:
+        return  # an IPv6 literal
+    name = host.removesuffix(".")
+    if len(name) > MAX_HOST_LENGTH:
+        raise InvalidRequest(f"imgUrl's host name is longer than {MAX_HOST_LENGTH} characters")
+    for label in name.split("."):
+        if not label:
+            raise InvalidRequest("imgUrl's host name has an empty label")
+        if len(label) > MAX_LABEL_LENGTH:
+            raise InvalidRequest(f"imgUrl's host name has a label longer than {MAX_LABEL_LENGTH} characters")

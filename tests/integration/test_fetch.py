@@ -181,7 +181,7 @@ async def test_download_redirect_to_private_address_refused(
     with pytest.raises(PermanentError) as caught:
         async with fetcher.download(image_server.url(path)):
             pass
-    assert str(caught.value) == "the address 10.0.0.1 is not public"
+    assert str(caught.value) == "the address 10.0.0.1 is not allowed"
     assert image_server.hits(path) == 1
 
 
@@ -190,7 +190,7 @@ async def test_download_redirect_private_first_hop_refused_by_default(
 ) -> None:
     fetcher = Fetcher(settings(allow_private_urls=False), tmp_dir=tmp_path)
     path = f"/redirect-private/{unique()}.png"
-    with pytest.raises(PermanentError, match="is not public"):
+    with pytest.raises(PermanentError, match="is not allowed"):
         async with fetcher.download(image_server.url(path)):
             pass
     assert image_server.hits(path) == 0
@@ -223,7 +223,7 @@ async def test_download_ssrf_refused_before_any_byte(
     fetcher = Fetcher(settings(allow_private_urls=False), tmp_dir=tmp_path)
     path = f"/img/{unique()}.png"
     url = template.format(port=image_server.port, path=path)
-    with trio.fail_after(5), pytest.raises(PermanentError, match="is not public"):
+    with trio.fail_after(5), pytest.raises(PermanentError, match="is not allowed"):
         async with fetcher.download(url):
             pass
     assert image_server.hits(path) == 0
@@ -276,7 +276,7 @@ async def test_guard_connects_to_the_checked_address_not_the_name() -> None:
 async def test_guard_refuses_any_blocked_address_before_connecting() -> None:
     inner = RecordingBackend()
     backend = _GuardedBackend(is_public_address, inner=inner)
-    with pytest.raises(PermanentError, match=r"^localhost resolves to .*, which is not public$"):
+    with pytest.raises(PermanentError, match=r"^localhost resolves to an address that is not allowed$"):
         await backend.connect_tcp("localhost", 80, timeout=5)
     assert inner.hosts == []
 
@@ -363,7 +363,7 @@ async def test_probe_not_an_image_is_invalid_request(image_server: ImageServer, 
 async def test_probe_private_address_is_invalid_request(image_server: ImageServer, tmp_path: Path) -> None:
     fetcher = Fetcher(settings(allow_private_urls=False), tmp_dir=tmp_path)
     path = f"/img/{unique()}.png"
-    with pytest.raises(InvalidRequest, match=r"the address 127\.0\.0\.1 is not public"):
+    with pytest.raises(InvalidRequest, match=r"the address 127\.0\.0\.1 is not allowed"):
         await fetcher.probe(image_server.url(path))
     assert image_server.hits(path) == 0
 

@@ -319,7 +319,7 @@ async def test_probe_refuses_loopback_literals_on_any_port(
         response = await api.client.post("/results/enqueue", json=_body(imgUrl=url))
         error = await _error(response, 400)
     assert "not a reachable image" in error
-    assert "is not public" in error, error
+    assert "is not allowed" in error, error
 
 
 # --------------------------------------------------------------------------- names never escape

@@ -54,6 +54,9 @@ async def test_images_complete_and_are_stored_under_the_job(
         ("/404/x.png", "404"),
         ("/oversize/{key}/x.png", "larger than"),
         ("/loop/x.png", "redirect"),
+        # A bad Location is the server's fault for good, not an "unexpected error" to retry.
+        ("/redirect-to/x.png?to=http%3A%2F%2Fxn--zz.invalid%2Fa.png", "redirects to an invalid URL"),
+        ("/redirect-to/x.png?to=http%3A%2F%2F%5B%3A%3A1", "redirects to an invalid URL"),
     ],
 )
 async def test_permanent_failures_fail_at_once_with_a_reason_and_store_nothing(

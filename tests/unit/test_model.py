@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsvc.errors import InvalidRequest
+from jobsvc.errors import InvalidRequest, quoted
 from jobsvc.model import Job, Status, check_image_url, job_view, parse_job_id, result_file_from_url
 
 
@@ -75,6 +75,35 @@ def test_job_id_accepts_uuid_refuses_nil_and_garbage() -> None:
 def test_bad_image_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidRequest):
         check_image_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://xn--zz.invalid/a.png", "not a valid internationalized domain name"),
+        ("http://xn--/a.png", "not a valid internationalized domain name"),
+        ("http://a..b/a.png", "empty label"),
+        ("http://.h.test/a.png", "empty label"),
+        ("http://" + "a" * 64 + ".test/a.png", "label longer than 63"),
+        ("http://" + "a." * 127 + "test/a.png", "longer than 253"),
+        ("http://[v1.x]/a.png", "not a valid URL"),
+    ],
+)
+def test_hosts_no_fetch_could_reach_are_refused_at_enqueue(url: str, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says):
+        check_image_url(url)
+
+
+def test_ordinary_host_spellings_pass() -> None:
+    for host in ("h.test.", "日本.jp", "xn--wgv71a.jp", "EXAMPLE.com", "a" * 63 + ".test", "127.1", "[::1]"):
+        assert check_image_url(f"http://{host}/a.png")
+
+
+def test_quoted_escapes_controls_and_bounds_the_echo() -> None:
+    assert quoted("a\x00\nb") == "'a\\x00\\nb'"
+    assert quoted("x" * 5000) == "'" + "x" * 80 + "…'"
+    assert quoted("it's" + "x" * 100).startswith("\"it's")  # one quote style, start to end
+    assert quoted("it's" + "x" * 100).endswith('…"')
 
 
 def test_good_image_urls_pass() -> None:
