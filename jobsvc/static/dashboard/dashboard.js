@@ -23,7 +23,7 @@ const state = {
   rows: new Map(), // "<jobId>/<resultFile>" -> job view, for the rows shown
   stream: null, // AbortController of the open event stream
   loading: null, // events buffered while the list loads
-  stats: { timer: null, last: 0, receivedAt: 0, oldestMs: null },
+  stats: { timer: null, last: 0, receivedAt: 0, oldestMs: null, queued: 0 },
   finished: new Map(), // "<jobId>/<resultFile>" -> finishedAt, for the throughput chart
   detail: null, // jobId shown in the detail view
   retryMissing: false,
@@ -315,6 +315,7 @@ async function openDetail(jobId) {
   state.detail = jobId;
   $("#detail-job").textContent = jobId;
   $("#detail-results").replaceChildren();
+  $("#detail").querySelectorAll("button[data-action]").forEach((button) => (button.hidden = true));
   $("#detail").hidden = false;
   $("#main").classList.add("with-detail");
   rowsEl.querySelectorAll("tr").forEach((tr) => tr.classList.toggle("open", tr.dataset.jobId === jobId));
@@ -367,6 +368,10 @@ function renderResult(view) {
   if (view.status === "Completed") fresh.append(thumbnail(view));
   if (box) box.replaceWith(fresh);
   else holder.append(fresh);
+  const statuses = [...holder.children].map((el) => el.dataset.status);
+  const any = (...wanted) => statuses.some((status) => wanted.includes(status));
+  $('#detail [data-action="cancel"]').hidden = !any("Queued", "Processing");
+  $('#detail [data-action="retry"]').hidden = !any("Failed", "Canceled");
 }
 
 function thumbnail(view) {
@@ -412,14 +417,17 @@ async function refreshStats() {
     $(`[data-count="${status}"]`).textContent = String(stats.counts[status] ?? 0);
   }
   state.stats.oldestMs = stats.oldestQueuedAgeMs;
+  state.stats.queued = stats.counts.Queued ?? 0;
   state.stats.receivedAt = Date.now();
   renderAge();
   renderChart();
 }
 
 function renderAge() {
-  const { oldestMs, receivedAt } = state.stats;
-  $("#oldest-age").textContent = oldestMs == null ? "none waiting" : duration(oldestMs + Date.now() - receivedAt);
+  const { oldestMs, receivedAt, queued } = state.stats;
+  // Queued results scheduled for later (runAt) are not waiting yet.
+  const idle = queued ? "none due yet" : "none waiting";
+  $("#oldest-age").textContent = oldestMs == null ? idle : duration(oldestMs + Date.now() - receivedAt);
 }
 
 function renderChart() {
