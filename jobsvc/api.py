@@ -54,7 +54,7 @@ from quart_schema import (
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from jobsvc import queue
+from jobsvc import dashboard, queue
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
 from jobsvc.errors import (
@@ -344,6 +344,7 @@ def create_app(
         },
         redoc_ui_path=None,
         scalar_ui_path=None,
+        swagger_ui_path=None,  # jobsvc.dashboard serves /docs from local files (offline)
         openapi_provider_class=SchemaProvider,
     )
     options = {"heartbeat": heartbeat, "subscriber_buffer": subscriber_buffer, "notify_window": notify_window}
@@ -354,6 +355,7 @@ def create_app(
 
     _register_errors(app)
     _register_routes(app)
+    app.register_blueprint(dashboard.blueprint)
     return app
 
 
@@ -447,7 +449,7 @@ def _register_routes(app: QuartTrio) -> None:
     @document_headers(ListRequestHeaders)
     @documented((200, JobViews, ListResponseHeaders), (304, NoBody, None))
     async def list_results() -> Response:
-        """List results, oldest first, a page at a time.
+        """List results, oldest first (order=desc: newest first), a page at a time.
 
         A `Link: <…>; rel="next"` header is present when more rows exist; every answer
         has an ETag, and If-None-Match with the current tag answers 304 without a body.
@@ -457,7 +459,9 @@ def _register_routes(app: QuartTrio) -> None:
         job_id = parse_job_id(q.job_id) if q.job_id is not None else None
         after = _decode_cursor(q.after) if q.after is not None else 0
         jobs = await services.run(
-            lambda c: queue.list_jobs(c, status=q.status, job_id=job_id, after=after, limit=q.limit + 1)
+            lambda c: queue.list_jobs(
+                c, status=q.status, job_id=job_id, after=after, limit=q.limit + 1, order=q.order
+            )
         )
         page = jobs[: q.limit]
         body = json.dumps([job_view(j) for j in page], ensure_ascii=False, separators=(",", ":")).encode()

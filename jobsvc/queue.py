@@ -172,6 +172,15 @@ WHERE id > %(after)s
 ORDER BY id
 LIMIT %(limit)s
 """
+# Newest first: the keyset runs downwards (``after`` is the last id of the previous page).
+LIST_DESC_SQL = """
+SELECT * FROM jobsvc_results
+WHERE id < %(after)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
 
 NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
@@ -296,16 +305,24 @@ def get_by_ids(conn: Conn, ids: Sequence[int]) -> list[Job]:
 
 
 def list_jobs(
-    conn: Conn, *, status: Status | None, job_id: uuid.UUID | None, after: int, limit: int
+    conn: Conn,
+    *,
+    status: Status | None,
+    job_id: uuid.UUID | None,
+    after: int,
+    limit: int,
+    order: Literal["asc", "desc"] = "asc",
 ) -> list[Job]:
-    """Results in id order (oldest first) after the keyset cursor ``after``."""
+    """Results in id order (oldest first; ``order="desc"``: newest first) after the keyset
+    cursor ``after`` (0: from the start)."""
+    desc = order == "desc"
     params: dict[str, Any] = {
-        "after": after,
+        "after": (after or 2**63 - 1) if desc else after,
         "status": None if status is None else status.value,
         "job_id": job_id,
         "limit": limit,
     }
-    return [Job.from_row(r) for r in conn.execute(LIST_SQL, params)]
+    return [Job.from_row(r) for r in conn.execute(LIST_DESC_SQL if desc else LIST_SQL, params)]
 
 
 def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:

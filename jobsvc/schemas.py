@@ -124,8 +124,19 @@ class ReadyBody(_Camel):
 class ListQuery(_Camel):
     status: Status | None = None
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first; desc: newest first")
     limit: int = Field(100, ge=1, le=1000)
     after: str | None = Field(None, description="opaque cursor from the previous page's Link header")
+
+
+class StatsBody(_Camel):
+    """What the dashboard shows at the top, counted by the server (not from a page of rows)."""
+
+    counts: dict[Status, int] = Field(description="results per status")
+    queue_depth: int = Field(description="Queued results that are due")
+    oldest_queued_age_ms: int | None = Field(
+        description="how long the oldest due Queued result has waited; null when none is due"
+    )
 
 
 class EventsQuery(_Camel):
