@@ -45,6 +45,7 @@ class Settings:
     log_level: str = "INFO"
     metrics_port: int | None = None
     worker_id: str = ""
+    spool_dir: str | None = None
 
     @classmethod
     def from_env(
@@ -86,6 +87,7 @@ class Settings:
             "log_level": r.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), cls.log_level),
             "metrics_port": r.get("METRICS_PORT", _int_in(0, 65535), None),
             "worker_id": r.get("WORKER_ID", _nonempty, f"{socket.gethostname()}:{os.getpid()}"),
+            "spool_dir": r.get("SPOOL_DIR", _nonempty, None),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -110,6 +112,7 @@ KNOWN_VARIABLES = frozenset(
         *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
         *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
         *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
+        "SPOOL_DIR",
     ]
 )
 

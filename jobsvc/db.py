@@ -49,6 +49,35 @@ KEEPALIVES: dict[str, Any] = {
 }
 
 
+#: The same bounds on the server's end of every connection. libpq's keepalives only
+#: guard the client's socket: without these, a backend whose client host vanished
+#: keeps its session, hence the advisory locks of that worker's jobs, until the
+#: kernel's defaults give up (2 h idle, ~15 min with unacknowledged data), and no
+#: rescuer can take the jobs back. Set per session (the settings are user-settable,
+#: PostgreSQL 12+), so nothing on the server needs configuring; ignored on Unix sockets.
+SERVER_KEEPALIVES_SQL = """
+SELECT set_config('tcp_keepalives_idle', %(idle)s, false),
+       set_config('tcp_keepalives_interval', %(interval)s, false),
+       set_config('tcp_keepalives_count', %(count)s, false),
+       set_config('tcp_user_timeout', %(user_timeout)s, false)
+"""
+
+
+def _set_server_keepalives(conn: Conn) -> None:
+    """Apply SERVER_KEEPALIVES_SQL and leave the connection idle (a pool's ``configure``)."""
+    conn.execute(
+        SERVER_KEEPALIVES_SQL,
+        {
+            "idle": str(KEEPALIVES["keepalives_idle"]),
+            "interval": str(KEEPALIVES["keepalives_interval"]),
+            "count": str(KEEPALIVES["keepalives_count"]),
+            "user_timeout": str(KEEPALIVES["tcp_user_timeout"]),
+        },
+    )
+    if not conn.autocommit:
+        conn.commit()
+
+
 #: Seconds the pool keeps retrying one failed connection (see `Database`).
 RECONNECT_CYCLE = 5.0
 
@@ -56,7 +85,7 @@ RECONNECT_CYCLE = 5.0
 def connect(url: str, *, autocommit: bool = False, application_name: str = "jobsvc") -> Conn:
     """Open one connection with keepalives and dict rows. Blocking: call from a thread."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             url,
             autocommit=autocommit,
             row_factory=dict_row,
@@ -65,6 +94,12 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "jobs
         )
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+    try:
+        _set_server_keepalives(conn)
+    except psycopg.OperationalError as exc:
+        conn.close()
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+    return conn
 
 
 def _first_line(exc: BaseException) -> str:
@@ -93,6 +128,7 @@ class Database:
             connection_class=psycopg.Connection[dict[str, Any]],
             kwargs={"row_factory": dict_row, "application_name": application_name, **KEEPALIVES},
             check=psycopg_pool.ConnectionPool.check_connection,
+            configure=_set_server_keepalives,
             # The pool retries a failed connection with doubling delays (1, 2, 4, 8… s,
             # uncapped) until reconnect_timeout: after a long outage it would wait as long
             # again before trying. A short cycle gives up early instead, and the next

@@ -383,9 +383,12 @@ class Worker:
     async def _image_pipeline(self, stack: AsyncExitStack) -> Handler:
         from jobsvc.fetch import Fetcher
         from jobsvc.pipeline import ImagePipeline
+        from jobsvc.spool import Spool
         from jobsvc.storage import storage_from_settings
 
-        fetcher = Fetcher(self.settings)
+        spool = await trio.to_thread.run_sync(Spool.open, self.settings.spool_dir)  # sweeps dead ones
+        stack.callback(spool.close)
+        fetcher = Fetcher(self.settings, tmp_dir=spool.path)
         stack.push_async_callback(fetcher.aclose)
         storage = storage_from_settings(self.settings)
         stack.push_async_callback(storage.aclose)
