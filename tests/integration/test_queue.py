@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -138,7 +139,13 @@ def test_rescue_requeues_rows_whose_lock_holder_died(database_url: str, conn: Co
     with conn.transaction():
         assert queue.rescue(conn) == []
     queue.cancel(conn, jobs[1].job_id)
+    backend = dying.info.backend_pid
     dying.close()
+    # The server ends the closed session (and frees its locks) asynchronously: wait for it, bounded.
+    deadline = time.monotonic() + 10
+    while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend,)).fetchone():
+        assert time.monotonic() < deadline, "the closed session never ended"
+        time.sleep(0.01)
     with conn.transaction():
         rescued = {j.result_file: j for j in queue.rescue(conn)}
     assert {j.id for j in rescued.values()} == alive_ids
