@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -35,10 +34,10 @@ import trio
 from jobsvc import queue
 from jobsvc.config import Settings
 from jobsvc.db import Database, Listener, Session, run_with_backoff
-from jobsvc.errors import DatabaseUnavailable, PermanentError, TransientError
+from jobsvc.errors import DatabaseUnavailable, JobError
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job, Status
-from jobsvc.queue import Outcome
+from jobsvc.retry import Outcome, RetryPolicy, outcome_of
 
 log = logging.getLogger("jobsvc.worker")
 
@@ -47,11 +46,6 @@ StopReason = Literal["cancel", "shutdown", "lost"]
 
 #: A cancel NOTIFY may overtake the claim that makes the job ours; remember it this long.
 PENDING_CANCEL_TTL = 60.0
-
-
-def retry_delay(attempt: int, base: float) -> float:
-    """Exponential backoff with jitter: about base * 1, 4, 16 for attempts 1, 2, 3"""
-    return base * 4.0 ** (attempt - 1) * random.uniform(0.8, 1.2)
 
 
 @dataclass(eq=False)
@@ -73,8 +67,15 @@ class _Finisher:
     session was lost (then nothing can be recorded: a rescuer will requeue the row).
     """
 
-    def __init__(self, session: Session, worker_id: str, on_recorded: Callable[[list[Job]], None]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        worker_id: str,
+        policy: RetryPolicy,
+        on_recorded: Callable[[list[Job]], None],
+    ) -> None:
         self._session = session
+        self._policy = policy
         self._worker_id = worker_id
         self._on_recorded = on_recorded
         self._pending: list[tuple[Outcome, trio.Event]] = []
@@ -97,9 +98,8 @@ class _Finisher:
                 batch, self._pending = self._pending, []
                 outcomes = [o for o, _ in batch]
                 try:
-                    jobs = await self._session.run(
-                        partial(queue.finish, worker_id=self._worker_id, outcomes=outcomes)
-                    )
+                    finish = partial(queue.finish, worker_id=self._worker_id, policy=self._policy)
+                    jobs = await self._session.run(partial(finish, outcomes=outcomes))
                     self._on_recorded(jobs)
                 finally:
                     for _, done in batch:
@@ -143,6 +143,7 @@ class Worker:
         self._listening = trio.Event()  # set once the first LISTEN is in place
         self._db = Database(self._url, max_size=2, application_name="jobsvc-worker")
         self.metrics = metrics or Metrics()
+        self.policy = RetryPolicy(base=settings.retry_backoff)
 
     # --- public ---------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class Worker:
             try:
                 async with trio.open_nursery() as jobs:
                     self._session = session
-                    self._finisher = _Finisher(session, self.worker_id, self._recorded)
+                    self._finisher = _Finisher(session, self.worker_id, self.policy, self._recorded)
                     jobs.start_soon(self._finisher.run)
                     self._more = True
                     if not started:
@@ -294,15 +295,12 @@ class Worker:
     async def _attempt(self, handler: Handler, job: Job) -> Outcome:
         try:
             await handler(job)
-        except PermanentError as exc:
-            return Outcome(job.id, "failed", str(exc))
-        except TransientError as exc:
-            return Outcome(job.id, "retry", str(exc), retry_delay(job.attempts, self.settings.retry_backoff))
-        except Exception as exc:  # a handler bug must not kill the worker: retry, and say so
+        except JobError as exc:
+            return outcome_of(job.id, exc)
+        except Exception as exc:  # a handler bug must not kill the worker: log it, retry
             log.exception("handler for job %s/%s raised", job.job_id, job.result_file)
-            error = f"unexpected error: {type(exc).__name__}: {exc}"
-            return Outcome(job.id, "retry", error, retry_delay(job.attempts, self.settings.retry_backoff))
-        return Outcome(job.id, "completed")
+            return outcome_of(job.id, exc)
+        return outcome_of(job.id, None)
 
     def _recorded(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -357,7 +355,7 @@ class Worker:
         (a wake-up lost between commit and NOTIFY) and a health check of the session."""
         while True:
             try:
-                rescued = await self._db.run(queue.rescue)
+                rescued = await self._db.run(partial(queue.rescue, policy=self.policy))
                 for job in rescued:
                     log_transition(job, rescued=True)
                 self.metrics.rescues.inc(len(rescued))

@@ -77,7 +77,10 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 
 def advisory_locks(url: str) -> set[int]:
     with connect(url) as conn:
-        rows = conn.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1")
+        rows = conn.execute(
+            "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return {int(r["objid"]) for r in rows}
 
 

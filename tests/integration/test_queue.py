@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -36,7 +37,10 @@ def new(file: str = "a.png", job_id: uuid.UUID | None = None, **kw: Any) -> NewR
 
 
 def advisory_locks(conn: Conn) -> set[int]:
-    rows = conn.execute("SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1")
+    rows = conn.execute(
+        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     return {int(r["objid"]) for r in rows}
 
 
@@ -86,7 +90,7 @@ def test_finish_records_outcomes_and_releases_locks(conn: Conn, other: Conn) -> 
             [
                 Outcome(by_file["ok.png"], "completed"),
                 Outcome(by_file["bad.png"], "failed", "not an image"),
-                Outcome(by_file["flaky.png"], "retry", "the server answered 503", delay=60),
+                Outcome(by_file["flaky.png"], "retry", "the server answered 503"),
                 Outcome(by_file["back.png"], "requeue"),
             ],
         )
@@ -95,6 +99,8 @@ def test_finish_records_outcomes_and_releases_locks(conn: Conn, other: Conn) -> 
     assert status["bad.png"] == (Status.FAILED, 1, "not an image")
     assert status["flaky.png"] == (Status.QUEUED, 1, "the server answered 503")
     assert status["back.png"] == (Status.QUEUED, 0, None)
+    retried = next(j for j in done if j.result_file == "flaky.png")
+    assert retried.started_at is not None and retried.run_at > retried.started_at  # backed off
     assert advisory_locks(other) == set()
 
 
@@ -143,6 +149,8 @@ def test_rescue_requeues_rows_whose_lock_holder_died(database_url: str, conn: Co
         rescued = {j.result_file: j for j in queue.rescue(conn)}
     assert {j.id for j in rescued.values()} == alive_ids
     assert rescued["a.png"].status is Status.QUEUED and "attempt 1 was lost" in (rescued["a.png"].error or "")
+    # a lost attempt is a transient failure: backed off like any other (default base 1 s)
+    assert rescued["a.png"].run_at - rescued["a.png"].updated_at >= timedelta(seconds=0.8)
     assert rescued["b.png"].status is Status.CANCELED
     assert rescued["c.png"].status is Status.FAILED and "dead-worker" in (rescued["c.png"].error or "")
 
