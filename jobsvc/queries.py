@@ -122,6 +122,9 @@ WHERE r.id = d.id
 RETURNING r.*
 """
 
+#: The worker's health check of its idle session (a killed session fails it).
+PING_SQL = "SELECT 1"
+
 UNLOCK_SQL = "SELECT pg_advisory_unlock(id) FROM unnest(%(ids)s::bigint[]) AS id"
 
 CANCEL_REQUESTED_SQL = """

@@ -14,6 +14,7 @@ from jobsvc.config import Settings
 from jobsvc.errors import PermanentError, TransientError
 from jobsvc.model import Job, Status
 from jobsvc.worker import Handler, Worker
+from jobsvc.worker.pgstore import PostgresSession
 from tests.support import advisory_locks, connect, enqueue, row, wait_status, wait_until
 
 
@@ -321,9 +322,10 @@ async def test_session_killed_while_jobs_run_is_noticed_and_its_jobs_abandoned(
     job = enqueue(database_url)
     with trio.fail_after(5):
         await first.wait()
-    assert worker._session is not None
+    session = worker.session
+    assert isinstance(session, PostgresSession)
     with connect(database_url) as conn:  # only the lock-holding session, nothing else
-        conn.execute("SELECT pg_terminate_backend(%s)", (worker._session.backend_pid,))
+        conn.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
     with trio.fail_after(5):
         await abandoned.wait()  # the health check noticed: the job is no longer ours
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=10)
