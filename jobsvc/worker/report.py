@@ -15,9 +15,7 @@ log = logging.getLogger("jobsvc.worker")
 
 def log_transition(job: Job, *, rescued: bool = False) -> None:
     """One structured line per recorded transition."""
-    duration = None
-    if job.finished_at is not None:
-        duration = int((job.finished_at - job.created_at).total_seconds() * 1000)
+    duration = job.duration_ms
     level = logging.WARNING if job.status is Status.FAILED or rescued else logging.INFO
     log.log(
         level,
