@@ -51,7 +51,8 @@ class Worker:
     ``handlers`` maps a job ``type`` to its handler; every other type goes to
     ``default_handler`` (the image pipeline when None). A handler raises
     `PermanentError` or `TransientError`; any other exception counts as transient
-    (`jobsvc.retry`). ``store`` defaults to PostgreSQL at ``settings.database_url``.
+    (`jobsvc.retry`). ``store`` defaults to PostgreSQL at ``settings.database_url``,
+    ``policy`` to `RetryPolicy` with ``settings.retry_backoff`` as its base.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class Worker:
         default_handler: Handler | None = None,
         metrics: Metrics | None = None,
         store: Store | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         if store is None:
             from jobsvc.worker.pgstore import PostgresStore
@@ -71,7 +73,7 @@ class Worker:
         self.worker_id = settings.worker_id
         self.store = store
         self.metrics = metrics or Metrics()
-        self.policy = RetryPolicy(base=settings.retry_backoff)
+        self.policy = policy or RetryPolicy(base=settings.retry_backoff)
         self._executor = Executor(handlers or {}, default_handler, on_end=self._slot_freed)
         self._claimer = Claimer(self._executor, settings.concurrency, self.metrics)
         self._listener = SignalListener(store, self._claimer, self._executor, catch_up=self._catch_up)
