@@ -68,7 +68,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     chunk text;
 BEGIN
-    -- A NOTIFY payload holds < 8000 bytes: 400 ids per notification is safe.
+    -- A NOTIFY payload holds < 8000 bytes: 400 ids per notification is safe
+    -- (queue.IDS_PER_NOTIFY, the same number for the notifications sent from Python).
     FOR chunk IN
         SELECT string_agg(n.id::text, ',')
         FROM new_rows n JOIN old_rows o USING (id)
@@ -87,5 +88,6 @@ CREATE OR REPLACE TRIGGER jobsvc_results_announce
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION jobsvc_announce_changes();
 
+-- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
 INSERT INTO jobsvc_meta (schema_version) VALUES (1)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

@@ -1,4 +1,4 @@
-"""PostgreSQL access from trio (DESIGN §4).
+"""PostgreSQL access from trio (docs/ARCHITECTURE.md, "Database access").
 
 psycopg's async API is asyncio-only, so jobsvc uses the sync API: every unit of
 work is one function ``fn(conn)`` run in one `trio.to_thread.run_sync` hop on a
@@ -11,7 +11,7 @@ connection, inside one transaction. Three shapes:
   `trio.lowlevel.wait_readable` (no thread, no polling).
 
 Errors: psycopg's ``OperationalError`` and the pool's ``PoolTimeout`` become
-`DatabaseUnavailable` here, and only here.
+`DatabaseUnavailable` in one place, `translate_errors`, used by every call here.
 
 A thread hop cannot be cancelled halfway: once a statement is sent, trio waits for
 its transaction to end (``abandon_on_cancel=False``), so a cancelled caller never
@@ -20,8 +20,8 @@ leaves a transaction in an unknown state.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,7 +34,6 @@ from jobsvc.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 Conn = psycopg.Connection[dict[str, Any]]
-log = logging.getLogger("jobsvc.db")
 
 #: TCP keepalives on every connection, so a host that vanished without a FIN or
 #: RST is noticed within about idle + interval * count = 10 s (tcp_user_timeout
@@ -82,9 +81,21 @@ def _set_server_keepalives(conn: Conn) -> None:
 RECONNECT_CYCLE = 5.0
 
 
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """The one place driver errors become `DatabaseUnavailable("<what>: <reason>")`."""
+    try:
+        yield
+    except psycopg_pool.PoolTimeout as exc:
+        raise DatabaseUnavailable(f"{what}: no connection in time") from exc
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip()
+        raise DatabaseUnavailable(f"{what}: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+
+
 def connect(url: str, *, autocommit: bool = False, application_name: str = "jobsvc") -> Conn:
     """Open one connection with keepalives and dict rows. Blocking: call from a thread."""
-    try:
+    with translate_errors("cannot connect to PostgreSQL"):
         conn = psycopg.connect(
             url,
             autocommit=autocommit,
@@ -92,19 +103,13 @@ def connect(url: str, *, autocommit: bool = False, application_name: str = "jobs
             application_name=application_name,
             **KEEPALIVES,
         )
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
     try:
-        _set_server_keepalives(conn)
-    except psycopg.OperationalError as exc:
+        with translate_errors("cannot connect to PostgreSQL"):
+            _set_server_keepalives(conn)
+    except BaseException:
         conn.close()
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+        raise
     return conn
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Database:
@@ -149,13 +154,11 @@ class Database:
         """Run ``fn(conn)`` in a thread, in one transaction committed when it returns."""
 
         def hop() -> T:
-            try:
-                with self._pool.connection(timeout=self._timeout) as conn:
-                    return fn(conn)
-            except psycopg_pool.PoolTimeout as exc:
-                raise DatabaseUnavailable("PostgreSQL is not reachable (no connection in time)") from exc
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(f"lost the PostgreSQL connection: {_first_line(exc)}") from exc
+            with (
+                translate_errors("PostgreSQL is not reachable"),
+                self._pool.connection(timeout=self._timeout) as conn,
+            ):
+                return fn(conn)
 
         return await trio.to_thread.run_sync(hop, limiter=self._limiter)
 
@@ -174,7 +177,7 @@ class Session:
         self.broken = False
 
     @classmethod
-    async def connect(cls, url: str, application_name: str = "jobsvc-worker") -> Session:
+    async def connect(cls, url: str, application_name: str = "jobsvc-session") -> Session:
         conn = await trio.to_thread.run_sync(lambda: connect(url, application_name=application_name))
         return cls(conn)
 
@@ -187,11 +190,11 @@ class Session:
 
         def hop() -> T:
             try:
-                with self._conn.transaction():
+                with translate_errors("lost the worker's session"), self._conn.transaction():
                     return fn(self._conn)
-            except psycopg.OperationalError as exc:
+            except DatabaseUnavailable:
                 self.broken = True
-                raise DatabaseUnavailable(f"lost the worker's session: {_first_line(exc)}") from exc
+                raise
 
         if self.broken:
             raise DatabaseUnavailable("the worker's session is broken")
@@ -226,11 +229,12 @@ class Listener:
         def setup() -> Conn:
             conn = connect(url, autocommit=True, application_name="jobsvc-listener")
             try:
-                for channel in channels:
-                    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
-            except psycopg.OperationalError as exc:
+                with translate_errors("cannot LISTEN"):
+                    for channel in channels:
+                        conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+            except DatabaseUnavailable:
                 conn.close()
-                raise DatabaseUnavailable(f"cannot LISTEN: {_first_line(exc)}") from exc
+                raise
             return conn
 
         return cls(await trio.to_thread.run_sync(setup))
@@ -247,32 +251,10 @@ class Listener:
     async def _notifications(self) -> AsyncIterator[Notification]:
         fd = self._conn.fileno()
         while True:
-            try:
+            with translate_errors("lost the LISTEN connection"):
                 # timeout=0 only drains what has already arrived: it never blocks.
                 batch = [Notification(n.channel, n.payload) for n in self._conn.notifies(timeout=0)]
-            except psycopg.OperationalError as exc:
-                raise DatabaseUnavailable(f"lost the LISTEN connection: {_first_line(exc)}") from exc
             for notification in batch:
                 yield notification
             if not batch:
                 await trio.lowlevel.wait_readable(fd)
-
-
-async def run_with_backoff(what: str, fn: Callable[[], Any], *, first: float = 0.1, cap: float = 5.0) -> None:
-    """Call the async ``fn`` forever, restarting it with capped exponential backoff when it
-    raises `DatabaseUnavailable` (logged). Returns when ``fn`` returns; cancellation ends it.
-
-    A run that lasted longer than ``cap`` starts the backoff afresh: one blip after
-    hours of service is retried in ``first`` seconds, not at the cap reached long ago."""
-    delay = first
-    while True:
-        began = trio.current_time()
-        try:
-            await fn()
-            return
-        except DatabaseUnavailable as exc:
-            if trio.current_time() - began > cap:
-                delay = first
-            log.warning("%s: %s; retrying in %.1fs", what, exc, delay)
-        await trio.sleep(delay)
-        delay = min(delay * 2, cap)

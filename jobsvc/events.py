@@ -38,7 +38,8 @@ from datetime import datetime
 import trio
 
 from jobsvc import queue
-from jobsvc.db import Database, Listener, run_with_backoff
+from jobsvc.backoff import Backoff, run_with_backoff
+from jobsvc.db import Database, Listener
 from jobsvc.errors import DatabaseUnavailable
 from jobsvc.model import Job, epoch_ms, job_view
 
@@ -49,7 +50,7 @@ _REMEMBERED_ROWS = 10_000
 
 
 class Announcer:
-    """Coalesces the wake-up NOTIFY of many enqueues into one (DESIGN §2)."""
+    """Coalesces the wake-up NOTIFY of many enqueues into one."""
 
     def __init__(self, database: Database, *, window: float = 0.002, max_backoff: float = 5.0) -> None:
         self._database = database
@@ -57,7 +58,7 @@ class Announcer:
         self._max_backoff = max_backoff
         self._pending: list[int] = []
         self._wake = trio.Event()
-        #: NOTIFY round trips sent so far (for tests and metrics).
+        #: NOTIFY round trips sent so far (the tests measure the coalescing with it).
         self.sent = 0
 
     def add(self, row_id: int) -> None:
@@ -75,7 +76,7 @@ class Announcer:
         Cancelled, it makes a last shielded attempt (at most 1 s) to send what is
         pending; a wake-up lost then only delays work until a worker's periodic pass.
         """
-        backoff = 0.05
+        backoff = Backoff(0.05, self._max_backoff)
         if self._pending:  # restarted by the supervisor after a crash: those ids are still due
             self._wake.set()
         try:
@@ -87,12 +88,11 @@ class Announcer:
                 try:
                     await self._flush()
                 except DatabaseUnavailable as exc:
-                    log.warning("wake-up announce failed (%s); retrying in %.2fs", exc, backoff)
+                    log.warning("wake-up announce failed (%s); retrying in %.2fs", exc, backoff.next)
                     self._wake.set()  # the ids are still pending
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, self._max_backoff)
+                    await backoff.sleep()
                     continue
-                backoff = 0.05
+                backoff.reset()
                 # The coalescing window: whatever arrives meanwhile goes in the next NOTIFY.
                 await trio.sleep(self._window)
         finally:
@@ -232,7 +232,7 @@ class Broadcaster:
                 if self._reconnected:
                     await self._catch_up()
                 async for notification in listener:
-                    self._pending.update(parse_ids(notification.payload))
+                    self._pending.update(queue.parse_ids(notification.payload))
                     self._wake.set()
             finally:
                 self.listening = False
@@ -247,7 +247,7 @@ class Broadcaster:
             self.publish(jobs)
 
     async def _read_rows(self) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 5.0)
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -257,13 +257,12 @@ class Broadcaster:
             try:
                 jobs = await self._database.run(functools.partial(queue.get_by_ids, ids=ids))
             except DatabaseUnavailable as exc:
-                log.warning("cannot read changed rows (%s); retrying in %.2fs", exc, backoff)
+                log.warning("cannot read changed rows (%s); retrying in %.2fs", exc, backoff.next)
                 self._pending.update(ids)
                 self._wake.set()
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await backoff.sleep()
                 continue
-            backoff = 0.05
+            backoff.reset()
             self.publish(jobs)
 
 
@@ -329,16 +328,10 @@ def _render(subscriber: Subscriber, jobs: Sequence[Job], skip: str | None = None
     return "".join(parts).encode("utf-8")
 
 
-def parse_ids(payload: str) -> list[int]:
-    """The row ids of a ``jobsvc_events`` payload (malformed parts are ignored)."""
-    return [int(p) for p in payload.split(",") if p.strip().isdigit()]
-
-
 __all__: list[str] = [
     "Announcer",
     "Broadcaster",
     "Subscriber",
     "event_id",
     "event_stream",
-    "parse_ids",
 ]

@@ -64,6 +64,13 @@ class Job:
         return cls(**{name: fields[name] for name in cls.__slots__})
 
     @property
+    def duration_ms(self) -> int | None:
+        """Milliseconds from creation to the final status; None while unfinished."""
+        if self.finished_at is None:
+            return None
+        return int((self.finished_at - self.created_at).total_seconds() * 1000)
+
+    @property
     def storage_key(self) -> str:
         """Results of different jobs never overwrite each other: the key is per job."""
         return f"{self.job_id}/{self.result_file}"
@@ -75,9 +82,6 @@ def epoch_ms(moment: datetime | None) -> int | None:
 
 def job_view(job: Job) -> dict[str, Any]:
     """The JSON view of a result, as every endpoint and event shows it (DESIGN §2)."""
-    duration = None
-    if job.finished_at is not None:
-        duration = int((job.finished_at - job.created_at).total_seconds() * 1000)
     return {
         "jobId": str(job.job_id),
         "type": job.type,
@@ -88,7 +92,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "updatedAt": epoch_ms(job.updated_at),
         "startedAt": epoch_ms(job.started_at),
         "finishedAt": epoch_ms(job.finished_at),
-        "durationMs": duration,
+        "durationMs": job.duration_ms,
         "attempts": job.attempts,
         "maxAttempts": job.max_attempts,
         "priority": job.priority,

@@ -1,8 +1,9 @@
-"""Every SQL statement that reads or moves a job, as named constants.
+"""The queue in PostgreSQL: enqueue, cancel, claim, finish, rescue, read.
 
 Each public function takes an open connection and runs inside the caller's
 transaction (`db.Database.run` / `db.Session.run` open one per call), so a unit
-of work is one thread hop. Parameters are always bound, never formatted in.
+of work is one thread hop. The SQL is in `jobsvc.queries`; the retry decisions
+that `finish` and `rescue` write are `jobsvc.retry`'s.
 
 Channels:
 - ``jobsvc_wakeup`` (no payload): work may be due; sent on enqueue (coalesced by
@@ -14,6 +15,7 @@ Channels:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,174 +26,60 @@ from typing import Any, Literal
 from jobsvc.db import Conn
 from jobsvc.errors import Conflict, NotFound
 from jobsvc.model import Job, Status
+from jobsvc.queries import (
+    CANCEL_LOCK_SQL,
+    CANCEL_PROCESSING_SQL,
+    CANCEL_QUEUED_SQL,
+    CANCEL_REQUESTED_SQL,
+    CLAIM_SQL,
+    ENQUEUE_SQL,
+    FINISH_LOCK_SQL,
+    GET_BY_IDS_SQL,
+    GET_JOB_SQL,
+    GET_RESULT_SQL,
+    LIST_DESC_SQL,
+    LIST_SQL,
+    MIGRATE_LOCK_SQL,
+    NEXT_DUE_SQL,
+    NOTIFY_SQL,
+    QUEUE_AGE_SQL,
+    RESCUE_LOCK_SQL,
+    SCHEMA_EXISTS_SQL,
+    SCHEMA_VERSION_SQL,
+    STATS_SQL,
+    UNLOCK_SQL,
+    WRITE_DECISIONS_SQL,
+)
+from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "NewResult", "Outcome"]
+
 WAKEUP_CHANNEL = "jobsvc_wakeup"
 CANCEL_CHANNEL = "jobsvc_cancel"
 EVENTS_CHANNEL = "jobsvc_events"
 #: Two-int advisory keys live in a key space apart from the bigint row keys.
 MIGRATE_LOCK = (0x6A6F6273, 1)
-#: Ids per NOTIFY payload (the payload must stay under 8000 bytes).
+#: Ids per NOTIFY payload (the payload must stay under 8000 bytes); the trigger in
+#: schema.sql chunks its payloads by the same number.
 IDS_PER_NOTIFY = 400
+#: The policy used when a caller passes none (the worker passes its own).
+DEFAULT_POLICY = RetryPolicy()
 
-MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
-SCHEMA_VERSION_SQL = "SELECT schema_version FROM jobsvc_meta"
 
-ENQUEUE_SQL = """
-WITH ins AS (
-    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
-    VALUES (%(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
-            coalesce(%(run_at)s, now()), %(max_attempts)s)
-    ON CONFLICT (job_id, result_file) DO NOTHING
-    RETURNING *
-)
-SELECT *, true AS inserted FROM ins
-UNION ALL
-SELECT *, false AS inserted FROM jobsvc_results
-WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
-"""
+def load_schema() -> str:
+    """The text of schema.sql, shipped inside the package."""
+    return resources.files("jobsvc").joinpath("schema.sql").read_text(encoding="utf-8")
 
-# The locking SELECT sits in a CTE: `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
-# can claim more than n rows. The session advisory lock is taken in RETURNING, in
-# the claim's own transaction, so no rescuer ever sees a claimed row unlocked.
-CLAIM_SQL = """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM jobsvc_results
-    WHERE status = 'Queued' AND run_at <= now()
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE jobsvc_results r
-SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
-    worker_id = %(worker_id)s, error = NULL
-FROM picked
-WHERE r.id = picked.id
-RETURNING r.*, pg_advisory_lock(r.id)::text AS locked
-"""
 
-NEXT_DUE_SQL = """
-SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
-FROM jobsvc_results WHERE status = 'Queued' AND run_at > now()
-"""
+def _declared_version(schema_sql: str) -> int:
+    match = re.search(r"INSERT INTO jobsvc_meta \(schema_version\) VALUES \((\d+)\)", schema_sql)
+    if match is None:  # pragma: no cover - schema.sql is shipped with the code
+        raise RuntimeError("schema.sql does not declare its schema_version")
+    return int(match.group(1))
 
-# The CTE locks the rows (FOR UPDATE returns their latest version) so that a
-# cancel committed a moment ago is seen: a retry of a canceled row ends Canceled.
-FINISH_SQL = """
-WITH u AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(kinds)s::text[], %(errors)s::text[], %(delays)s::float8[])
-        AS u(id, kind, error, delay)
-), d AS (
-    SELECT r.id, u.kind, u.error, u.delay,
-        CASE
-            WHEN u.kind = 'completed' THEN 'Completed'
-            WHEN u.kind = 'failed' THEN 'Failed'
-            WHEN u.kind = 'canceled' OR r.cancel_requested_at IS NOT NULL THEN 'Canceled'
-            WHEN u.kind = 'retry' AND r.attempts >= r.max_attempts THEN 'Failed'
-            ELSE 'Queued'
-        END AS status
-    FROM jobsvc_results r JOIN u USING (id)
-    WHERE r.status = 'Processing' AND r.worker_id = %(worker_id)s
-    FOR UPDATE OF r
-)
-UPDATE jobsvc_results r
-SET status = d.status,
-    error = CASE
-        WHEN d.status = 'Failed' AND d.kind = 'retry'
-            THEN d.error || ' (gave up after ' || r.attempts || ' attempts)'
-        WHEN d.status = 'Failed' OR (d.status = 'Queued' AND d.kind = 'retry') THEN d.error
-        WHEN d.status = 'Canceled' THEN 'canceled on request'
-    END,
-    attempts = CASE WHEN d.kind = 'requeue' THEN r.attempts - 1 ELSE r.attempts END,
-    run_at = CASE WHEN d.status = 'Queued' THEN now() + make_interval(secs => d.delay) ELSE r.run_at END,
-    finished_at = CASE WHEN d.status <> 'Queued' THEN now() END,
-    worker_id = NULL,
-    updated_at = now()
-FROM d
-WHERE r.id = d.id
-RETURNING r.*
-"""
 
-UNLOCK_SQL = "SELECT pg_advisory_unlock(id) FROM unnest(%(ids)s::bigint[]) AS id"
-
-# A Processing row whose advisory lock is free has lost its worker: the lock
-# belongs to the worker's session, and PostgreSQL frees it when that session ends.
-RESCUE_SQL = """
-WITH candidates AS MATERIALIZED (
-    SELECT id FROM jobsvc_results WHERE status = 'Processing' FOR UPDATE SKIP LOCKED
-), orphans AS MATERIALIZED (
-    SELECT id FROM candidates WHERE pg_try_advisory_xact_lock(id)
-)
-UPDATE jobsvc_results r
-SET status = CASE
-        WHEN r.cancel_requested_at IS NOT NULL THEN 'Canceled'
-        WHEN r.attempts >= r.max_attempts THEN 'Failed'
-        ELSE 'Queued'
-    END,
-    error = CASE
-        WHEN r.cancel_requested_at IS NOT NULL THEN 'canceled on request'
-        ELSE 'the worker running attempt ' || r.attempts || ' was lost (' || coalesce(r.worker_id, '?')
-             || ' died or lost its database connection)'
-    END,
-    finished_at = CASE
-        WHEN r.cancel_requested_at IS NOT NULL OR r.attempts >= r.max_attempts THEN now()
-    END,
-    run_at = now(),
-    worker_id = NULL,
-    updated_at = now()
-FROM orphans
-WHERE r.id = orphans.id
-RETURNING r.*
-"""
-
-CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
-CANCEL_QUEUED_SQL = """
-UPDATE jobsvc_results
-SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now(),
-    error = 'canceled on request'
-WHERE job_id = %(job_id)s AND status = 'Queued'
-"""
-CANCEL_PROCESSING_SQL = """
-UPDATE jobsvc_results SET cancel_requested_at = now(), updated_at = now()
-WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS NULL
-RETURNING id
-"""
-CANCEL_REQUESTED_SQL = """
-SELECT id FROM jobsvc_results
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'Processing' AND cancel_requested_at IS NOT NULL
-"""
-
-GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
-GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
-GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
-LIST_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id > %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id
-LIMIT %(limit)s
-"""
-# Newest first: the keyset runs downwards (``after`` is the last id of the previous page).
-LIST_DESC_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id < %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id DESC
-LIMIT %(limit)s
-"""
-
-NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
-
-STATS_SQL = """
-SELECT status, count(*)::bigint AS n FROM jobsvc_results GROUP BY status
-"""
-QUEUE_AGE_SQL = """
-SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
-       count(*)::bigint AS depth
-FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
-"""
+#: The schema version this code expects: the one schema.sql writes (stated there only).
+SCHEMA_VERSION = _declared_version(load_schema())
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,31 +95,24 @@ class NewResult:
     max_attempts: int = 3
 
 
-OutcomeKind = Literal["completed", "failed", "retry", "canceled", "requeue"]
+def parse_ids(payload: str) -> list[int]:
+    """The row ids of a ``jobsvc_cancel`` or ``jobsvc_events`` payload (malformed parts are ignored)."""
+    return [int(p) for p in payload.split(",") if p.strip().isdigit()]
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended, as the worker reports it.
+def notify_ids(conn: Conn, channel: str, ids: Sequence[int]) -> None:
+    """NOTIFY ``ids`` on ``channel``, `IDS_PER_NOTIFY` per payload."""
+    for start in range(0, len(ids), IDS_PER_NOTIFY):
+        payload = ",".join(str(i) for i in ids[start : start + IDS_PER_NOTIFY])
+        conn.execute(NOTIFY_SQL, {"channel": channel, "payload": payload})
 
-    - ``completed``/``failed``/``canceled``: final.
-    - ``retry``: a transient error; Queued again after ``delay`` seconds, or Failed
-      when attempts are spent (or Canceled if a cancel was requested meanwhile).
-    - ``requeue``: the worker gave the job back (shutdown); the attempt is not counted.
-    """
 
-    id: int
-    kind: OutcomeKind
-    error: str | None = None
-    delay: float = 0.0
+def wake_workers(conn: Conn) -> None:
+    """The payload-free wake-up: work may be due."""
+    conn.execute(NOTIFY_SQL, {"channel": WAKEUP_CHANNEL, "payload": ""})
 
 
 # --- migration --------------------------------------------------------------------
-
-
-def load_schema() -> str:
-    """The text of schema.sql, shipped inside the package."""
-    return resources.files("jobsvc").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def migrate(conn: Conn, schema_sql: str) -> None:
@@ -242,7 +123,7 @@ def migrate(conn: Conn, schema_sql: str) -> None:
 
 def schema_version(conn: Conn) -> int | None:
     """The migrated schema's version, or None when jobsvc_meta does not exist yet."""
-    exists = conn.execute("SELECT to_regclass('jobsvc_meta') IS NOT NULL AS ok").fetchone()
+    exists = conn.execute(SCHEMA_EXISTS_SQL).fetchone()
     if not exists or not exists["ok"]:
         return None
     row = conn.execute(SCHEMA_VERSION_SQL).fetchone()
@@ -285,10 +166,8 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
 def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:
     """One NOTIFY per channel for a burst of new rows (wakes workers, feeds events)."""
     if wakeup:
-        conn.execute(NOTIFY_SQL, {"channel": WAKEUP_CHANNEL, "payload": ""})
-    for start in range(0, len(ids), IDS_PER_NOTIFY):
-        payload = ",".join(str(i) for i in ids[start : start + IDS_PER_NOTIFY])
-        conn.execute(NOTIFY_SQL, {"channel": EVENTS_CHANNEL, "payload": payload})
+        wake_workers(conn)
+    notify_ids(conn, EVENTS_CHANNEL, ids)
 
 
 def get_job(conn: Conn, job_id: uuid.UUID) -> list[Job]:
@@ -335,11 +214,9 @@ def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
     locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
     if not locked:
         raise NotFound(f"job {job_id} does not exist")
-    conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id})
+    conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id, "error": CANCELED_ERROR})
     requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, {"job_id": job_id})]
-    for start in range(0, len(requested), IDS_PER_NOTIFY):
-        payload = ",".join(str(i) for i in requested[start : start + IDS_PER_NOTIFY])
-        conn.execute(NOTIFY_SQL, {"channel": CANCEL_CHANNEL, "payload": payload})
+    notify_ids(conn, CANCEL_CHANNEL, requested)
     return get_job(conn, job_id)
 
 
@@ -362,23 +239,37 @@ def claim(conn: Conn, worker_id: str, limit: int) -> tuple[list[Job], float | No
     return jobs, next_due
 
 
-def finish(conn: Conn, worker_id: str, outcomes: Sequence[Outcome]) -> list[Job]:
-    """Record many attempts' outcomes in one statement and release their locks.
+def finish(
+    conn: Conn, worker_id: str, outcomes: Sequence[Outcome], policy: RetryPolicy = DEFAULT_POLICY
+) -> list[Job]:
+    """Record many attempts' outcomes, as ``policy`` decides, and release their locks.
 
-    Unlocking inside the transaction is safe: the row locks taken by the UPDATE are
+    Rows no longer Processing for ``worker_id`` (rescued meanwhile) are left alone.
+    Unlocking inside the transaction is safe: the row locks taken by the read are
     held until commit, so a rescuer cannot see the row before its new status.
     """
+    by_id = {o.id: o for o in outcomes}
+    rows = conn.execute(FINISH_LOCK_SQL, {"ids": list(by_id), "worker_id": worker_id})
+    jobs = write_decisions(conn, [policy.decide(Job.from_row(r), by_id[r["id"]]) for r in rows])
+    conn.execute(UNLOCK_SQL, {"ids": list(by_id)})
+    return jobs
+
+
+def write_decisions(conn: Conn, decisions: Sequence[Decision]) -> list[Job]:
+    """Write the policy's decisions in one statement; wake the workers if any row is Queued."""
+    if not decisions:
+        return []
     params = {
-        "worker_id": worker_id,
-        "ids": [o.id for o in outcomes],
-        "kinds": [o.kind for o in outcomes],
-        "errors": [o.error for o in outcomes],
-        "delays": [float(o.delay) for o in outcomes],
+        "ids": [d.id for d in decisions],
+        "statuses": [d.status.value for d in decisions],
+        "errors": [d.error for d in decisions],
+        "attempts": [d.attempts for d in decisions],
+        "delays": [d.delay if d.status is Status.QUEUED else None for d in decisions],
+        "finals": [d.status.finished for d in decisions],
     }
-    jobs = [Job.from_row(r) for r in conn.execute(FINISH_SQL, params)]
-    conn.execute(UNLOCK_SQL, {"ids": params["ids"]})
+    jobs = [Job.from_row(r) for r in conn.execute(WRITE_DECISIONS_SQL, params)]
     if any(j.status is Status.QUEUED for j in jobs):
-        conn.execute(NOTIFY_SQL, {"channel": WAKEUP_CHANNEL, "payload": ""})
+        wake_workers(conn)
     return jobs
 
 
@@ -387,12 +278,11 @@ def cancel_requested(conn: Conn, ids: Sequence[int]) -> list[int]:
     return [r["id"] for r in conn.execute(CANCEL_REQUESTED_SQL, {"ids": list(ids)})]
 
 
-def rescue(conn: Conn) -> list[Job]:
-    """Move Processing rows whose owner is gone back to Queued (or Canceled / Failed)."""
-    jobs = [Job.from_row(r) for r in conn.execute(RESCUE_SQL)]
-    if any(j.status is Status.QUEUED for j in jobs):
-        conn.execute(NOTIFY_SQL, {"channel": WAKEUP_CHANNEL, "payload": ""})
-    return jobs
+def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
+    """Move Processing rows whose owner is gone on, as ``policy.lost`` decides (Queued after
+    a backoff, or Failed when attempts are spent, or Canceled when a cancel was requested)."""
+    rows = conn.execute(RESCUE_LOCK_SQL).fetchall()
+    return write_decisions(conn, [policy.lost(Job.from_row(r)) for r in rows])
 
 
 # --- operations -------------------------------------------------------------------

@@ -77,7 +77,6 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
 
 def advisory_locks(url: str) -> set[int]:
     with connect(url) as conn:
-        # pg_locks is server-wide: count only this test database's locks (a shared server runs other suites).
         rows = conn.execute(
             "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
             " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"

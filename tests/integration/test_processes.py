@@ -1,4 +1,4 @@
-"""Crash and shutdown behaviour of real `jobsvc worker` processes (DESIGN §3).
+"""Crash and shutdown behaviour of real `jobsvc worker` processes (docs/ARCHITECTURE.md, "The worker").
 
 Each test drives real processes against a real PostgreSQL and the local image
 server, kills or signals them, and waits on row statuses with deadlines.

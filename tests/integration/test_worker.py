@@ -14,6 +14,7 @@ from jobsvc.config import Settings
 from jobsvc.errors import PermanentError, TransientError
 from jobsvc.model import Job, Status
 from jobsvc.worker import Handler, Worker
+from jobsvc.worker.pgstore import PostgresSession
 from tests.support import advisory_locks, connect, enqueue, row, wait_status, wait_until
 
 
@@ -30,7 +31,7 @@ def settings_for(url: str, **kw: Any) -> Settings:
 
 
 @pytest.fixture
-def start_worker(database_url: str, nursery: trio.Nursery) -> Callable[..., Any]:
+def worker_in_process(database_url: str, nursery: trio.Nursery) -> Callable[..., Any]:
     async def start(handler: Handler, **kw: Any) -> Worker:
         worker = Worker(settings_for(database_url, **kw), default_handler=handler)
         await nursery.start(worker.run)
@@ -86,24 +87,24 @@ async def noop(job: Job) -> None:
     return None
 
 
-async def test_enqueued_job_is_picked_up_by_notify(database_url: str, start_worker: Any) -> None:
-    await start_worker(noop)
+async def test_enqueued_job_is_picked_up_by_notify(database_url: str, worker_in_process: Any) -> None:
+    await worker_in_process(noop)
     job = enqueue(database_url)
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=3)
     assert done.attempts == 1 and done.error is None and done.finished_at is not None
 
 
-async def test_worker_drains_queue_on_start_without_notify(database_url: str, start_worker: Any) -> None:
+async def test_worker_drains_queue_on_start_without_notify(database_url: str, worker_in_process: Any) -> None:
     jobs = [enqueue(database_url, f"http://images.test/{i}.png", wake=False) for i in range(5)]
-    await start_worker(noop)
+    await worker_in_process(noop)
     for job in jobs:
         await wait_status(database_url, job.id, Status.COMPLETED)
 
 
-async def test_concurrency_bounds_jobs_in_flight(database_url: str, start_worker: Any) -> None:
+async def test_concurrency_bounds_jobs_in_flight(database_url: str, worker_in_process: Any) -> None:
     gate = Gate()
     jobs = [enqueue(database_url, f"http://images.test/{i}.png") for i in range(7)]
-    await start_worker(gate, concurrency=3)
+    await worker_in_process(gate, concurrency=3)
     await gate.wait_started(3)
     with connect(database_url) as conn:
         n = conn.execute("SELECT count(*) AS n FROM jobsvc_results WHERE status = 'Processing'").fetchone()
@@ -115,10 +116,10 @@ async def test_concurrency_bounds_jobs_in_flight(database_url: str, start_worker
 
 
 async def test_cancel_running_job_cancels_its_scope_and_releases_lock(
-    database_url: str, start_worker: Any
+    database_url: str, worker_in_process: Any
 ) -> None:
     gate = Gate()
-    await start_worker(gate)
+    await worker_in_process(gate)
     job = enqueue(database_url)
     other = enqueue(database_url, "http://images.test/other.png")
     await gate.wait_started(2)
@@ -138,7 +139,7 @@ async def test_cancel_running_job_cancels_its_scope_and_releases_lock(
 
 
 async def test_transient_errors_retry_with_backoff_then_complete(
-    database_url: str, start_worker: Any
+    database_url: str, worker_in_process: Any
 ) -> None:
     calls: list[int] = []
 
@@ -147,52 +148,52 @@ async def test_transient_errors_retry_with_backoff_then_complete(
         if job.attempts < 3:
             raise TransientError("the server answered 503 Service Unavailable")
 
-    await start_worker(flaky)
+    await worker_in_process(flaky)
     job = enqueue(database_url)
     done = await wait_status(database_url, job.id, Status.COMPLETED)
     assert calls == [1, 2, 3] and done.attempts == 3 and done.error is None
 
 
-async def test_transient_errors_fail_after_max_attempts(database_url: str, start_worker: Any) -> None:
+async def test_transient_errors_fail_after_max_attempts(database_url: str, worker_in_process: Any) -> None:
     async def down(job: Job) -> None:
         raise TransientError("connection refused")
 
-    await start_worker(down)
+    await worker_in_process(down)
     job = enqueue(database_url, max_attempts=2)
     failed = await wait_status(database_url, job.id, Status.FAILED)
     assert failed.attempts == 2 and failed.error == "connection refused (gave up after 2 attempts)"
 
 
-async def test_permanent_error_fails_at_once(database_url: str, start_worker: Any) -> None:
+async def test_permanent_error_fails_at_once(database_url: str, worker_in_process: Any) -> None:
     async def bad(job: Job) -> None:
         raise PermanentError("the content is not an image")
 
-    await start_worker(bad)
+    await worker_in_process(bad)
     job = enqueue(database_url)
     failed = await wait_status(database_url, job.id, Status.FAILED)
     assert failed.attempts == 1 and failed.error == "the content is not an image"
 
 
 async def test_unexpected_handler_exception_is_retried_not_fatal(
-    database_url: str, start_worker: Any
+    database_url: str, worker_in_process: Any
 ) -> None:
     async def buggy(job: Job) -> None:
         if job.attempts == 1:
             raise KeyError("oops")
 
-    await start_worker(buggy)
+    await worker_in_process(buggy)
     job = enqueue(database_url)
     done = await wait_status(database_url, job.id, Status.COMPLETED)
     assert done.attempts == 2
 
 
-async def test_delayed_job_runs_at_its_time_not_before(database_url: str, start_worker: Any) -> None:
+async def test_delayed_job_runs_at_its_time_not_before(database_url: str, worker_in_process: Any) -> None:
     seen: list[float] = []
 
     async def stamp(job: Job) -> None:
         seen.append(trio.current_time())
 
-    await start_worker(stamp)
+    await worker_in_process(stamp)
     with connect(database_url) as conn:
         run_at = conn.execute("SELECT now() + interval '700 ms' AS t").fetchone()
     assert run_at is not None
@@ -238,11 +239,11 @@ async def test_graceful_shutdown_lets_running_jobs_finish_within_grace(
     assert gate.cancelled == []
 
 
-async def test_connections_do_not_grow_with_concurrency(database_url: str, start_worker: Any) -> None:
+async def test_connections_do_not_grow_with_concurrency(database_url: str, worker_in_process: Any) -> None:
     gate = Gate()
     for i in range(40):
         enqueue(database_url, f"http://images.test/{i}.png", wake=False)
-    await start_worker(gate, concurrency=40)
+    await worker_in_process(gate, concurrency=40)
     await gate.wait_started(40)
 
     def worker_connections() -> int:
@@ -258,7 +259,7 @@ async def test_connections_do_not_grow_with_concurrency(database_url: str, start
 
 
 async def test_lost_session_abandons_jobs_then_rescue_completes_them(
-    database_url: str, start_worker: Any
+    database_url: str, worker_in_process: Any
 ) -> None:
     attempts: list[int] = []
     blocked = trio.Event()
@@ -269,7 +270,7 @@ async def test_lost_session_abandons_jobs_then_rescue_completes_them(
             blocked.set()
             await trio.sleep(math.inf)
 
-    await start_worker(first_attempt_hangs, rescue_interval=0.3)
+    await worker_in_process(first_attempt_hangs, rescue_interval=0.3)
     job = enqueue(database_url)
     with trio.fail_after(5):
         await blocked.wait()
@@ -302,7 +303,7 @@ async def test_registered_handler_by_type(database_url: str, nursery: trio.Nurse
 
 
 async def test_session_killed_while_jobs_run_is_noticed_and_its_jobs_abandoned(
-    database_url: str, start_worker: Any
+    database_url: str, worker_in_process: Any
 ) -> None:
     attempts: list[int] = []
     first = trio.Event()
@@ -317,13 +318,14 @@ async def test_session_killed_while_jobs_run_is_noticed_and_its_jobs_abandoned(
             finally:
                 abandoned.set()
 
-    worker = await start_worker(first_attempt_hangs, rescue_interval=0.3)
+    worker = await worker_in_process(first_attempt_hangs, rescue_interval=0.3)
     job = enqueue(database_url)
     with trio.fail_after(5):
         await first.wait()
-    assert worker._session is not None
+    session = worker.session
+    assert isinstance(session, PostgresSession)
     with connect(database_url) as conn:  # only the lock-holding session, nothing else
-        conn.execute("SELECT pg_terminate_backend(%s)", (worker._session.backend_pid,))
+        conn.execute("SELECT pg_terminate_backend(%s)", (session.backend_pid,))
     with trio.fail_after(5):
         await abandoned.wait()  # the health check noticed: the job is no longer ours
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=10)

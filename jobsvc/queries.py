@@ -1,0 +1,153 @@
+"""Every SQL statement that reads or moves a job, as named constants.
+
+Parameters are always bound (``%(name)s``), never formatted in. The statements
+decide nothing about retries: `jobsvc.retry` decides, and `FINISH_LOCK_SQL` /
+`RESCUE_LOCK_SQL` read the rows it decides about (under their row locks) and
+`WRITE_DECISIONS_SQL` writes what it decided. docs/ARCHITECTURE.md explains why
+each statement is shaped the way it is.
+"""
+
+from __future__ import annotations
+
+MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
+SCHEMA_EXISTS_SQL = "SELECT to_regclass('jobsvc_meta') IS NOT NULL AS ok"
+SCHEMA_VERSION_SQL = "SELECT schema_version FROM jobsvc_meta"
+
+# --- client side --------------------------------------------------------------------
+
+ENQUEUE_SQL = """
+WITH ins AS (
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
+    VALUES (%(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
+            coalesce(%(run_at)s, now()), %(max_attempts)s)
+    ON CONFLICT (job_id, result_file) DO NOTHING
+    RETURNING *
+)
+SELECT *, true AS inserted FROM ins
+UNION ALL
+SELECT *, false AS inserted FROM jobsvc_results
+WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
+"""
+
+CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
+CANCEL_QUEUED_SQL = """
+UPDATE jobsvc_results
+SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now(),
+    error = %(error)s
+WHERE job_id = %(job_id)s AND status = 'Queued'
+"""
+CANCEL_PROCESSING_SQL = """
+UPDATE jobsvc_results SET cancel_requested_at = now(), updated_at = now()
+WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS NULL
+RETURNING id
+"""
+
+GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
+GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
+GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
+LIST_SQL = """
+SELECT * FROM jobsvc_results
+WHERE id > %(after)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
+ORDER BY id
+LIMIT %(limit)s
+"""
+# Newest first: the keyset runs downwards (``after`` is the last id of the previous page).
+LIST_DESC_SQL = """
+SELECT * FROM jobsvc_results
+WHERE id < %(after)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+# --- worker side --------------------------------------------------------------------
+
+# The locking SELECT sits in a CTE: `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
+# can claim more than n rows. The session advisory lock is taken in RETURNING, in
+# the claim's own transaction, so no rescuer ever sees a claimed row unlocked.
+CLAIM_SQL = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM jobsvc_results
+    WHERE status = 'Queued' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobsvc_results r
+SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
+    worker_id = %(worker_id)s, error = NULL
+FROM picked
+WHERE r.id = picked.id
+RETURNING r.*, pg_advisory_lock(r.id)::text AS locked
+"""
+
+NEXT_DUE_SQL = """
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
+FROM jobsvc_results WHERE status = 'Queued' AND run_at > now()
+"""
+
+# FOR UPDATE returns each row's latest committed version and holds it until commit:
+# a cancel committed a moment ago is seen by the policy, and nothing changes the row
+# between this read and WRITE_DECISIONS_SQL. Id order: the same lock order as cancel.
+FINISH_LOCK_SQL = """
+SELECT * FROM jobsvc_results
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'Processing' AND worker_id = %(worker_id)s
+ORDER BY id
+FOR UPDATE
+"""
+
+# A Processing row whose advisory lock is free has lost its worker: the lock
+# belongs to the worker's session, and PostgreSQL frees it when that session ends.
+# The transaction-level try-lock is held until commit, so a second rescuer (or a
+# reconnecting owner) cannot take the row between this read and the write.
+RESCUE_LOCK_SQL = """
+WITH candidates AS MATERIALIZED (
+    SELECT id FROM jobsvc_results WHERE status = 'Processing' FOR UPDATE SKIP LOCKED
+), orphans AS MATERIALIZED (
+    SELECT id FROM candidates WHERE pg_try_advisory_xact_lock(id)
+)
+SELECT r.* FROM jobsvc_results r JOIN orphans USING (id) ORDER BY r.id
+"""
+
+# Writes the retry policy's decisions, one statement for a whole batch (so the
+# change-events trigger sends one NOTIFY per batch). A NULL delay keeps run_at.
+WRITE_DECISIONS_SQL = """
+UPDATE jobsvc_results r
+SET status = d.status,
+    error = d.error,
+    attempts = d.attempts,
+    run_at = coalesce(now() + make_interval(secs => d.delay), r.run_at),
+    finished_at = CASE WHEN d.final THEN now() END,
+    worker_id = NULL,
+    updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(errors)s::text[], %(attempts)s::int[],
+            %(delays)s::float8[], %(finals)s::bool[]) AS d(id, status, error, attempts, delay, final)
+WHERE r.id = d.id
+RETURNING r.*
+"""
+
+#: The worker's health check of its idle session (a killed session fails it).
+PING_SQL = "SELECT 1"
+
+UNLOCK_SQL = "SELECT pg_advisory_unlock(id) FROM unnest(%(ids)s::bigint[]) AS id"
+
+CANCEL_REQUESTED_SQL = """
+SELECT id FROM jobsvc_results
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'Processing' AND cancel_requested_at IS NOT NULL
+"""
+
+# --- operations ---------------------------------------------------------------------
+
+STATS_SQL = """
+SELECT status, count(*)::bigint AS n FROM jobsvc_results GROUP BY status
+"""
+QUEUE_AGE_SQL = """
+SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
+       count(*)::bigint AS depth
+FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
+"""

@@ -1,0 +1,55 @@
+"""What the worker says about recorded transitions: one log line each, and metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from jobsvc.metrics import Metrics
+from jobsvc.model import Job, Status
+
+__all__ = ["log_transition", "report_recorded", "report_rescued"]
+
+log = logging.getLogger("jobsvc.worker")
+
+
+def log_transition(job: Job, *, rescued: bool = False) -> None:
+    """One structured line per recorded transition."""
+    duration = job.duration_ms
+    level = logging.WARNING if job.status is Status.FAILED or rescued else logging.INFO
+    log.log(
+        level,
+        "job %s/%s %s attempt=%d/%d%s%s",
+        job.job_id,
+        job.result_file,
+        job.status.value,
+        job.attempts,
+        job.max_attempts,
+        "" if duration is None else f" duration_ms={duration}",
+        "" if not job.error else f" error={job.error!r}",
+        extra={
+            "job_id": str(job.job_id),
+            "result_file": job.result_file,
+            "status": job.status.value,
+            "attempt": job.attempts,
+            "duration_ms": duration,
+            "error": job.error,
+            "rescued": rescued,
+        },
+    )
+
+
+def report_recorded(metrics: Metrics, jobs: Sequence[Job]) -> None:
+    """After a finish batch: a line and the outcome counters per row."""
+    for job in jobs:
+        log_transition(job)
+        metrics.job_recorded(job)
+        if job.status is Status.CANCELED:
+            metrics.cancels.inc()
+
+
+def report_rescued(metrics: Metrics, jobs: Sequence[Job]) -> None:
+    """After a rescue sweep: a warning per row moved on, and the rescue counter."""
+    for job in jobs:
+        log_transition(job, rescued=True)
+    metrics.rescues.inc(len(jobs))
