@@ -9,6 +9,7 @@ happened (docs/upstream-quart-trio-connections.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -50,8 +51,11 @@ async def read_until_closed(stream: trio.SocketStream, within: float) -> bytes:
     closed it within ``within`` seconds."""
     data = bytearray()
     with trio.fail_after(within):
-        while chunk := await stream.receive_some():
-            data += chunk
+        try:
+            while chunk := await stream.receive_some():
+                data += chunk
+        except trio.BrokenResourceError:  # a reset after the response: closed all the same
+            pass
     return bytes(data)
 
 
@@ -216,9 +220,15 @@ async def test_an_event_stream_outlives_the_keep_alive_timeout(api: ApiProcess) 
 async def test_protocol_errors_answer_json_and_close(
     api: ApiProcess, request_bytes: bytes, status: int, reason: str
 ) -> None:
+    async def send_all(stream: trio.SocketStream) -> None:
+        # The server answers and closes after reading 64 KiB of an oversized head, while
+        # the rest is still being sent: that send fails, the response must still arrive.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(request_bytes)
+
     stream = await trio.open_tcp_stream(*address(api))
-    async with stream:
-        await stream.send_all(request_bytes)
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(send_all, stream)
         response = await read_until_closed(stream, CLOSE_WITHIN)
     head = response.partition(b"\r\n\r\n")[0]
     got_status, body = status_and_body(response)
