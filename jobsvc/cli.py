@@ -179,6 +179,7 @@ async def serve_api(
     import hypercorn.config
     import hypercorn.trio
 
+    from jobsvc import serving
     from jobsvc.api import create_app, end_event_streams
 
     config = hypercorn.config.Config()
@@ -187,6 +188,8 @@ async def serve_api(
     # Our logger, so hypercorn's lines go through our format (JSON too) exactly once.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5
+    config.keep_alive_timeout = serving.KEEP_ALIVE_TIMEOUT
+    serving.install_json_protocol_errors()
     app = create_app(settings)
 
     async def shutdown_trigger() -> None:
@@ -194,7 +197,10 @@ async def serve_api(
         end_event_streams(app)  # open event streams would hold shutdown for graceful_timeout
 
     async def serve(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn.trio.serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
+        # shield_sends: without it no connection is ever closed by the server (jobsvc/serving.py).
+        await hypercorn.trio.serve(
+            serving.shield_sends(app), config, shutdown_trigger=shutdown_trigger, task_status=task_status
+        )
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve)
