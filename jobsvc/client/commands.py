@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
@@ -69,8 +69,19 @@ exit codes:
 # --- the commands --------------------------------------------------------------------
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+if TYPE_CHECKING:  # subscriptable for type checkers only
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_commands(sub: Subparsers) -> None:
     """Add ``enqueue``, ``list``, ``cancel`` and ``watch`` to the ``jobsvc`` parser."""
+    _add_enqueue(sub)
+    _add_list(sub)
+    _add_cancel(sub)
+    _add_watch(sub)
+
+
+def _add_enqueue(sub: Subparsers) -> None:
     enqueue = _client_parser(
         sub,
         "enqueue",
@@ -96,6 +107,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     enqueue.add_argument("--max-attempts", type=int, metavar="N", help="1..10 (default: the server's)")
     enqueue.set_defaults(func=_command(cmd_enqueue))
 
+
+def _add_list(sub: Subparsers) -> None:
     listing = _client_parser(
         sub,
         "list",
@@ -114,6 +127,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     listing.set_defaults(func=_command(cmd_list))
 
+
+def _add_cancel(sub: Subparsers) -> None:
     cancel = _client_parser(
         sub,
         "cancel",
@@ -125,6 +140,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     cancel.add_argument("job_id", metavar="JOBID", help="the job's id")
     cancel.set_defaults(func=_command(cmd_cancel))
 
+
+def _add_watch(sub: Subparsers) -> None:
     watch = _client_parser(
         sub,
         "watch",
@@ -147,7 +164,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _client_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: Subparsers,
     name: str,
     summary: str,
     description: str,
