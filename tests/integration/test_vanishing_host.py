@@ -139,7 +139,7 @@ async def test_a_worker_whose_host_vanishes_mid_job_is_rescued_and_records_nothi
         assert (done.status, done.attempts, done.worker_id) == (Status.COMPLETED, 2, None), rescuer.output()
         # The cut-off worker notices too, by itself, and gives up the job it no longer owns
         # (its attempt may have ended already, waiting to be recorded: it never is).
-        await until(lambda: "worker session lost" in cut_off.output(), timeout=60, interval=0.1)
+        await until(lambda: "session lost, its jobs abandoned" in cut_off.output(), timeout=60, interval=0.1)
         worker_noticed = trio.current_time() - cut_at
     finally:
         link.restore()
