@@ -1,0 +1,120 @@
+"""The API's resources (`Services`) and the task that owns them.
+
+The database pool, the URL prober, the storage, the wake-up `Announcer` and the
+events `Broadcaster` are created when serving starts, by one task of
+``app.nursery`` (`serve`) that owns them and closes them in its ``finally``;
+they live on the app as ``app.extensions["jobsvc"]``, never in request globals.
+Background tasks are supervised (logged, restarted with backoff) and
+``/readyz`` reports a dead one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar, cast
+
+import trio
+from quart import current_app
+
+from jobsvc.config import Settings
+from jobsvc.db import Conn, Database
+from jobsvc.events import Announcer, Broadcaster
+from jobsvc.fetch import Fetcher
+from jobsvc.metrics import Metrics
+from jobsvc.storage import Storage, storage_from_settings
+
+__all__ = ["Services", "TaskHealth", "serve", "services", "supervise"]
+
+log = logging.getLogger("jobsvc.api")
+
+T = TypeVar("T")
+
+
+@dataclass
+class TaskHealth:
+    alive: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class Services:
+    """What the request handlers use; created when serving starts, closed when it stops."""
+
+    settings: Settings
+    database: Database
+    fetcher: Fetcher
+    storage: Storage
+    announcer: Announcer
+    broadcaster: Broadcaster
+    heartbeat: float
+    tasks: dict[str, TaskHealth] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    async def run(self, fn: Callable[[Conn], T]) -> T:
+        return await self.database.run(fn)
+
+
+def services() -> Services:
+    """The running app's `Services` (inside a request)."""
+    return cast(Services, current_app.extensions["jobsvc"])
+
+
+async def supervise(name: str, fn: Callable[[], Awaitable[None]], health: TaskHealth) -> None:
+    """Run ``fn`` forever: a crash is logged and ``fn`` restarted with backoff; cancellation ends it."""
+    delay = 0.2
+    while True:
+        health.alive = True
+        try:
+            await fn()
+            health.last_error = "returned unexpectedly"
+            log.error("background task %s returned; restarting in %.1fs", name, delay)
+        except Exception as exc:
+            health.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("background task %s crashed; restarting in %.1fs", name, delay)
+        health.alive = False
+        health.restarts += 1
+        await trio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def serve(
+    settings: Settings,
+    options: Mapping[str, float],
+    *,
+    task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Own every resource of the API process; cancelled at shutdown, it closes them all."""
+    url = settings.require_database_url()
+    database = Database(url, max_size=8, timeout=3.0, application_name="jobsvc-api")
+    fetcher = Fetcher(settings)
+    storage: Storage | None = None
+    try:
+        await database.open()
+        storage = storage_from_settings(settings)
+        services = Services(
+            settings=settings,
+            database=database,
+            fetcher=fetcher,
+            storage=storage,
+            announcer=Announcer(database, window=options["notify_window"]),
+            broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
+            heartbeat=options["heartbeat"],
+        )
+        async with trio.open_nursery() as nursery:
+            for name, fn in (("announcer", services.announcer.run), ("events", services.broadcaster.run)):
+                services.tasks[name] = TaskHealth()
+                nursery.start_soon(supervise, name, fn, services.tasks[name])
+            # Subscribers that connect right after start-up must not miss events:
+            # wait (briefly, PostgreSQL may be down) for the first LISTEN attempt.
+            with trio.move_on_after(settings.connect_timeout):
+                await services.broadcaster.first_attempt.wait()
+            task_status.started(services)
+    finally:
+        with trio.CancelScope(shield=True):
+            await fetcher.aclose()
+            if storage is not None:
+                await storage.aclose()
+            await database.close()
