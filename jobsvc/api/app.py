@@ -1,8 +1,11 @@
 """The HTTP API: the Quart-Trio app factory `create_app` (DESIGN §2), and the one
 place that maps errors to answers.
 
-Every error is ``{"error": "<sentence>"}`` JSON; the status of each
-`JobsvcError` is decided in `ERROR_STATUS`, and nowhere else.
+Every error is ``{"error": "<sentence>"}`` JSON. The status of each `JobsvcError`
+is decided in `ERROR_STATUS`, and nowhere else; the routes raise those. Errors
+Quart and werkzeug raise themselves (unknown path, wrong method, a body over
+``MAX_CONTENT_LENGTH`` noticed while reading it) get their sentence in
+`_register_errors`, the too-large body the same as the one the routes raise.
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ import pydantic
 from quart import Response, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from jobsvc.api import dashboard, events, ops, results
 from jobsvc.api.services import Services, serve
-from jobsvc.api.wire import MAX_BODY_BYTES, json_response
+from jobsvc.api.wire import MAX_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
 from jobsvc.errors import (
+    BodyTooLarge,
     Conflict,
     DatabaseUnavailable,
     InvalidRequest,
     JobsvcError,
     NotFound,
     TransientError,
+    UnsupportedMedia,
     quoted,
 )
 from jobsvc.schemas import SchemaProvider, error_sentence
@@ -36,6 +41,8 @@ log = logging.getLogger("jobsvc.api")
 
 ERROR_STATUS: dict[type[JobsvcError], int] = {
     InvalidRequest: 400,
+    BodyTooLarge: 413,
+    UnsupportedMedia: 415,
     NotFound: 404,
     Conflict: 409,
     DatabaseUnavailable: 503,
@@ -119,6 +126,10 @@ def _register_errors(app: QuartTrio) -> None:
             return _error(400, error_sentence(error))
         return _error(400, f"the request is invalid: {error}")
 
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(exc: RequestEntityTooLarge) -> Response:
+        return await jobsvc_error(body_too_large())
+
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
         code = exc.code or 500
@@ -130,8 +141,6 @@ def _register_errors(app: QuartTrio) -> None:
             headers["Allow"] = ", ".join(allowed)
             useful = [m for m in allowed if m not in ("HEAD", "OPTIONS")] or allowed
             message = f"{request.method} is not allowed on {quoted(request.path)}; use {' or '.join(useful)}"
-        elif code == 413:
-            message = f"the request body is larger than {MAX_BODY_BYTES} bytes"
         else:
             message = exc.description or exc.name
         return _error(code, message, headers)

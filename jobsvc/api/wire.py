@@ -10,12 +10,19 @@ from typing import Any, TypeVar, cast
 import pydantic
 from quart import Response, request
 from quart_schema import document_response
-from werkzeug.exceptions import HTTPException
 
-from jobsvc.errors import InvalidRequest, quoted
+from jobsvc.errors import BodyTooLarge, InvalidRequest, UnsupportedMedia, quoted
 from jobsvc.schemas import ErrorBody, error_sentence
 
-__all__ = ["MAX_BODY_BYTES", "documented", "json_body", "json_response", "query", "validate"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "body_too_large",
+    "documented",
+    "json_body",
+    "json_response",
+    "query",
+    "validate",
+]
 
 #: The largest enqueue body accepted (Content-Length and bytes actually received).
 MAX_BODY_BYTES = 64 * 1024
@@ -65,20 +72,20 @@ async def json_body() -> Any:
     """The request's JSON body, with the 413 / 415 / 400 checks in that order."""
     length = request.content_length
     if length is not None and length > MAX_BODY_BYTES:
-        raise _TooLarge()
+        raise body_too_large()
     mimetype = request.mimetype
     if not (
         mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
     ):
-        raise _UnsupportedMedia(
+        raise UnsupportedMedia(
             f"the body must be JSON (Content-Type: application/json), not {quoted(mimetype or 'none')}"
         )
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
-        raise _UnsupportedMedia(f"the body must be UTF-8 JSON, not {charset}")
+        raise UnsupportedMedia(f"the body must be UTF-8 JSON, not {charset}")
     body = cast(bytes, await request.get_data(cache=False, as_text=False))
     if len(body) > MAX_BODY_BYTES:
-        raise _TooLarge()
+        raise body_too_large()
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
@@ -91,9 +98,6 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-class _TooLarge(HTTPException):
-    code = 413
-
-
-class _UnsupportedMedia(HTTPException):
-    code = 415
+def body_too_large() -> BodyTooLarge:
+    """The 413 of a body over `MAX_BODY_BYTES`, whoever notices it (this module or Quart)."""
+    return BodyTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
