@@ -18,6 +18,7 @@ from typing import TypeVar, cast
 import trio
 from quart import current_app
 
+from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
 from jobsvc.events import Announcer, Broadcaster
@@ -62,22 +63,38 @@ def services() -> Services:
     return cast(Services, current_app.extensions["jobsvc"])
 
 
-async def supervise(name: str, fn: Callable[[], Awaitable[None]], health: TaskHealth) -> None:
-    """Run ``fn`` forever: a crash is logged and ``fn`` restarted with backoff; cancellation ends it."""
-    delay = 0.2
+async def supervise(
+    name: str,
+    fn: Callable[[], Awaitable[None]],
+    health: TaskHealth,
+    *,
+    first: float = 0.2,
+    cap: float = 30.0,
+) -> None:
+    """Run ``fn`` forever: a crash (or a return) is logged and ``fn`` restarted after a
+    `Backoff` delay, ``first`` doubling to ``cap``; cancellation ends it.
+
+    The supervised tasks reconnect by themselves (`jobsvc.backoff`), so a crash here is
+    a bug rather than an outage: it backs off further than the reconnect loops. As
+    there, a run that lasted longer than ``cap`` starts the backoff afresh."""
+    backoff = Backoff(first, cap)
     while True:
         health.alive = True
+        began = trio.current_time()
+        error: Exception | None = None
         try:
             await fn()
             health.last_error = "returned unexpectedly"
-            log.error("background task %s returned; restarting in %.1fs", name, delay)
         except Exception as exc:
             health.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("background task %s crashed; restarting in %.1fs", name, delay)
+            error = exc
         health.alive = False
         health.restarts += 1
-        await trio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        if trio.current_time() - began > cap:
+            backoff.reset()
+        what = "crashed" if error is not None else "returned"
+        log.error("background task %s %s; restarting in %.1fs", name, what, backoff.next, exc_info=error)
+        await backoff.sleep()
 
 
 async def serve(
