@@ -64,10 +64,12 @@ def create_app(
     heartbeat: float = 15.0,
     subscriber_buffer: int = 256,
     notify_window: float = 0.002,
+    storage_check_timeout: float = 2.0,
 ) -> QuartTrio:
     """The API app. ``heartbeat`` (seconds between SSE comments), ``subscriber_buffer``
-    (event batches a subscriber may lag before it is dropped) and ``notify_window``
-    (seconds between coalesced wake-ups) exist for tests and tuning."""
+    (event batches a subscriber may lag before it is dropped), ``notify_window``
+    (seconds between coalesced wake-ups) and ``storage_check_timeout`` (how long
+    ``/readyz`` waits for the storage) exist for tests and tuning."""
     app = QuartTrio("jobsvc")
     app.config.update(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
@@ -90,7 +92,12 @@ def create_app(
         swagger_ui_path=None,  # jobsvc.api.dashboard serves /docs from local files (offline)
         openapi_provider_class=SchemaProvider,
     )
-    options = {"heartbeat": heartbeat, "subscriber_buffer": subscriber_buffer, "notify_window": notify_window}
+    options = {
+        "heartbeat": heartbeat,
+        "subscriber_buffer": subscriber_buffer,
+        "notify_window": notify_window,
+        "storage_check_timeout": storage_check_timeout,
+    }
 
     @app.before_serving
     async def start_services() -> None:

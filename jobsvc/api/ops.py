@@ -3,11 +3,12 @@ is quart-schema's, set up in `jobsvc.api.app`; ``/docs`` is in `jobsvc.api.dashb
 
 from __future__ import annotations
 
+import trio
 from quart import Blueprint, Response
 from quart_schema import document_response
 
 from jobsvc import queue
-from jobsvc.api.services import services
+from jobsvc.api.services import Services, services
 from jobsvc.api.wire import json_response
 from jobsvc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from jobsvc.schemas import HealthBody, MetricsBody, ReadyBody
@@ -38,22 +39,19 @@ async def metrics() -> Response:
 @document_response(ReadyBody, 200)
 @document_response(ReadyBody, 503)
 async def readyz() -> Response:
-    """Ready: the database answers, its schema is current, background tasks run."""
+    """Ready: the database answers, its schema is current, the storage answers (within
+    2 s), background tasks run."""
     svc = services()
-    checks: dict[str, str] = {}
-    try:
-        version = await svc.run(queue.schema_version)
-    except Exception as exc:  # readiness answers 503 whatever the database says
-        checks["database"] = f"unreachable: {exc}"
-        checks["schema"] = "unknown"
-    else:
-        checks["database"] = "ok"
-        if version == queue.SCHEMA_VERSION:
-            checks["schema"] = "ok"
-        elif version is None:
-            checks["schema"] = "not migrated: run `jobsvc migrate`"
-        else:
-            checks["schema"] = f"version {version}, expected {queue.SCHEMA_VERSION}"
+    database: dict[str, str] = {}
+    storage: dict[str, str] = {}
+
+    async def check_storage() -> None:
+        storage["storage"] = await svc.storage_check.verdict()
+
+    async with trio.open_nursery() as nursery:  # each check has its own deadline: wait for the longer
+        nursery.start_soon(check_storage)
+        database.update(await _database_checks(svc))
+    checks = {**database, **storage}
     for name, health in svc.tasks.items():
         checks[f"task:{name}"] = "ok" if health.alive else f"dead: {health.last_error}"
     checks["events"] = "ok" if svc.broadcaster.listening else "not listening"
@@ -63,3 +61,17 @@ async def readyz() -> Response:
             {"status": "unavailable", "error": "not ready: " + "; ".join(failed), "checks": checks}, 503
         )
     return json_response({"status": "ok", "checks": checks})
+
+
+async def _database_checks(svc: Services) -> dict[str, str]:
+    try:
+        version = await svc.run(queue.schema_version)
+    except Exception as exc:  # readiness answers 503 whatever the database says
+        return {"database": f"unreachable: {exc}", "schema": "unknown"}
+    if version == queue.SCHEMA_VERSION:
+        schema = "ok"
+    elif version is None:
+        schema = "not migrated: run `jobsvc migrate`"
+    else:
+        schema = f"version {version}, expected {queue.SCHEMA_VERSION}"
+    return {"database": "ok", "schema": schema}

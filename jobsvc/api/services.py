@@ -5,7 +5,8 @@ events `Broadcaster` are created when serving starts, by one task of
 ``app.nursery`` (`serve`) that owns them and closes them in its ``finally``;
 they live on the app as ``app.extensions["jobsvc"]``, never in request globals.
 Background tasks are supervised (logged, restarted with backoff) and
-``/readyz`` reports a dead one.
+``/readyz`` reports a dead one; `StorageCheck` gives ``/readyz`` the storage's
+answer within a deadline.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from quart import current_app
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
+from jobsvc.errors import JobsvcError
 from jobsvc.events import Announcer, Broadcaster
 from jobsvc.fetch import Fetcher
 from jobsvc.metrics import Metrics
 from jobsvc.storage import Storage, storage_from_settings
 
-__all__ = ["Services", "TaskHealth", "serve", "services", "supervise"]
+__all__ = ["Services", "StorageCheck", "TaskHealth", "serve", "services", "supervise"]
 
 log = logging.getLogger("jobsvc.api")
 
@@ -41,6 +43,52 @@ class TaskHealth:
 
 
 @dataclass
+class _Flight:
+    done: trio.Event = field(default_factory=trio.Event)
+    verdict: str = "no answer yet"
+
+
+class StorageCheck:
+    """`Storage.check` for ``/readyz``: a verdict within ``timeout`` seconds, one check at a time.
+
+    A boto3 call in a thread cannot be cancelled (STACK-NOTES), so a check that
+    outlives the deadline goes on in ``nursery``; probes that arrive meanwhile wait
+    on that same check instead of starting another thread each (a hung endpoint
+    polled every second must not pile up threads). Cancelling ``nursery`` ends it.
+    """
+
+    def __init__(self, storage: Storage, nursery: trio.Nursery, timeout: float) -> None:
+        self._storage = storage
+        self._nursery = nursery
+        self.timeout = timeout
+        self._flight: _Flight | None = None
+
+    async def verdict(self) -> str:
+        """``"ok"``, or a sentence saying what is wrong."""
+        flight = self._flight
+        if flight is None:
+            flight = self._flight = _Flight()
+            self._nursery.start_soon(self._check, flight)
+        with trio.move_on_after(self.timeout):
+            await flight.done.wait()
+            return flight.verdict
+        return f"no answer within {self.timeout:g}s"
+
+    async def _check(self, flight: _Flight) -> None:
+        try:
+            await self._storage.check()
+            flight.verdict = "ok"
+        except JobsvcError as exc:
+            flight.verdict = f"unreachable: {exc}"
+        except Exception as exc:  # a bug must not take the services' nursery down with it
+            log.exception("the storage check failed")
+            flight.verdict = f"check failed: {type(exc).__name__}"
+        finally:
+            self._flight = None
+            flight.done.set()
+
+
+@dataclass
 class Services:
     """What the request handlers use; created when serving starts, closed when it stops."""
 
@@ -50,6 +98,7 @@ class Services:
     storage: Storage
     announcer: Announcer
     broadcaster: Broadcaster
+    storage_check: StorageCheck
     heartbeat: float
     tasks: dict[str, TaskHealth] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
@@ -111,16 +160,17 @@ async def serve(
     try:
         await database.open()
         storage = storage_from_settings(settings)
-        services = Services(
-            settings=settings,
-            database=database,
-            fetcher=fetcher,
-            storage=storage,
-            announcer=Announcer(database, window=options["notify_window"]),
-            broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
-            heartbeat=options["heartbeat"],
-        )
         async with trio.open_nursery() as nursery:
+            services = Services(
+                settings=settings,
+                database=database,
+                fetcher=fetcher,
+                storage=storage,
+                announcer=Announcer(database, window=options["notify_window"]),
+                broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
+                storage_check=StorageCheck(storage, nursery, options["storage_check_timeout"]),
+                heartbeat=options["heartbeat"],
+            )
             for name, fn in (("announcer", services.announcer.run), ("events", services.broadcaster.run)):
                 services.tasks[name] = TaskHealth()
                 nursery.start_soon(supervise, name, fn, services.tasks[name])
