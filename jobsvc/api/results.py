@@ -38,7 +38,6 @@ from jobsvc.model import (
     Status,
     check_file_name,
     check_image_url,
-    job_view,
     parse_job_id,
     result_file_from_url,
 )
@@ -54,6 +53,7 @@ from jobsvc.schemas import (
     ListResponseHeaders,
     LocationHeaders,
     NoBody,
+    job_view,
 )
 
 __all__ = ["PRESIGN_SECONDS", "blueprint"]
