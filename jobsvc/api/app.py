@@ -1,5 +1,5 @@
-"""The HTTP API: the Quart-Trio app factory `create_app` (DESIGN §2), and the one
-place that maps errors to answers.
+"""The HTTP API: the Quart-Trio app factory `create_app`, and the one place that
+maps errors to answers (docs/ARCHITECTURE.md, "The API").
 
 Every error is ``{"error": "<sentence>"}`` JSON. The status of each `JobsvcError`
 is decided in `ERROR_STATUS`, and nowhere else; the routes raise those. Errors

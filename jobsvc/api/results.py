@@ -1,6 +1,6 @@
 """The results routes: enqueue, list, get, cancel, download.
 
-Choices where DESIGN §2 is silent:
+Choices the contract (README, "HTTP API") leaves open:
 
 - ``POST /results/enqueue`` ignores unknown fields (forward compatibility), and
   takes ``null`` in an optional field as "absent". Required fields must be
