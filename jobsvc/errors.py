@@ -3,6 +3,8 @@
     JobsvcError                 root of everything jobsvc raises on purpose
     ├── ConfigError             a JOBSVC_* setting is missing or malformed
     ├── InvalidRequest          a client sent something we refuse (HTTP 400)
+    │   ├── BodyTooLarge        the request body is over the API's limit (HTTP 413)
+    │   └── UnsupportedMedia    the request body is not UTF-8 JSON (HTTP 415)
     ├── NotFound                the job or result does not exist (HTTP 404)
     ├── Conflict                same jobId + resultFile, different request (HTTP 409)
     ├── DatabaseUnavailable     PostgreSQL could not be reached in time (HTTP 503)
@@ -12,7 +14,7 @@
 
 Errors from the layers below (psycopg, httpx, boto3) are translated into these
 in exactly one place per layer (`db`, `fetch`, `storage`), with ``raise … from``.
-The HTTP status of each error is decided in one place, `api`. Text a client
+The HTTP status of each error is decided in one place, `jobsvc.api.app`. Text a client
 sent is echoed in an error sentence only through `quoted` (bounded, escaped).
 """
 
@@ -32,6 +34,14 @@ class ConfigError(JobsvcError):
 
 class InvalidRequest(JobsvcError):
     """The client's request is malformed or refused (bad field, unsafe URL, not an image)."""
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than the API accepts (by its Content-Length or its bytes)."""
+
+
+class UnsupportedMedia(InvalidRequest):
+    """The request body is not in a media type the route reads (JSON, UTF-8)."""
 
 
 class NotFound(JobsvcError):

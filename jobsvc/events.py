@@ -41,7 +41,8 @@ from jobsvc import queue
 from jobsvc.backoff import Backoff, run_with_backoff
 from jobsvc.db import Database, Listener
 from jobsvc.errors import DatabaseUnavailable
-from jobsvc.model import Job, epoch_ms, job_view
+from jobsvc.model import Job, epoch_ms
+from jobsvc.schemas import job_view
 
 log = logging.getLogger("jobsvc.events")
 

@@ -1,4 +1,5 @@
-"""The job row, its statuses, result-file naming and the JSON view. Pure: no I/O."""
+"""The job row, its statuses and result-file naming. Pure: no I/O. (The JSON view of a
+row is `jobsvc.schemas.JobView`.)"""
 
 from __future__ import annotations
 
@@ -78,28 +79,6 @@ class Job:
 
 def epoch_ms(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1000)
-
-
-def job_view(job: Job) -> dict[str, Any]:
-    """The JSON view of a result, as every endpoint and event shows it (DESIGN §2)."""
-    return {
-        "jobId": str(job.job_id),
-        "type": job.type,
-        "imgUrl": job.img_url,
-        "status": job.status.value,
-        "resultFile": job.result_file,
-        "createdAt": epoch_ms(job.created_at),
-        "updatedAt": epoch_ms(job.updated_at),
-        "startedAt": epoch_ms(job.started_at),
-        "finishedAt": epoch_ms(job.finished_at),
-        "durationMs": job.duration_ms,
-        "attempts": job.attempts,
-        "maxAttempts": job.max_attempts,
-        "priority": job.priority,
-        "runAt": epoch_ms(job.run_at),
-        "cancelRequested": job.cancel_requested_at is not None,
-        "error": job.error,
-    }
 
 
 def parse_job_id(text: str) -> uuid.UUID:

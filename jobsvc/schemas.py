@@ -1,10 +1,11 @@
-"""Request, response and query models: the same pydantic models validate requests
-and generate ``/openapi.json`` (quart-schema), plus the error sentences built from
-their validation errors."""
+"""Request, response and query models: the same pydantic models validate requests,
+generate ``/openapi.json`` (quart-schema) and, for the job view, write the answers
+(`job_view`); plus the error sentences built from their validation errors."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import pydantic
@@ -15,7 +16,9 @@ from quart_schema.openapi import OpenAPIProvider
 from jobsvc.model import (
     MAX_TYPE_LENGTH,
     MAX_URL_LENGTH,
+    Job,
     Status,
+    epoch_ms,
 )
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -79,6 +82,38 @@ class JobView(_Camel):
     run_at: int
     cancel_requested: bool
     error: str | None = Field(description="a sentence; null unless failed or retrying")
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """The view of a row; not validated (the row is ours, and this is per listed row)."""
+        return cls.model_construct(
+            job_id=job.job_id,
+            type=job.type,
+            img_url=job.img_url,
+            status=job.status,
+            result_file=job.result_file,
+            created_at=_ms(job.created_at),
+            updated_at=_ms(job.updated_at),
+            started_at=epoch_ms(job.started_at),
+            finished_at=epoch_ms(job.finished_at),
+            duration_ms=job.duration_ms,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            priority=job.priority,
+            run_at=_ms(job.run_at),
+            cancel_requested=job.cancel_requested_at is not None,
+            error=job.error,
+        )
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The JSON view of a result, as every endpoint and event shows it: `JobView`, dumped
+    (so the answers and ``/openapi.json`` cannot disagree)."""
+    return JobView.of(job).model_dump(mode="json", by_alias=True)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 class JobViews(pydantic.RootModel[list[JobView]]):

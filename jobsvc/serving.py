@@ -1,4 +1,4 @@
-"""How the API sits on hypercorn: connection lifetimes and protocol errors (DESIGN §2 "Connections").
+"""How the API sits on hypercorn: connection lifetimes and protocol errors (README, "Failure modes").
 
 Two adapters, both installed by `jobsvc.cli.serve_api`:
 

@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from jobsvc.errors import InvalidRequest, quoted
-from jobsvc.model import Job, Status, check_image_url, job_view, parse_job_id, result_file_from_url
+from jobsvc.model import Job, Status, check_image_url, parse_job_id, result_file_from_url
+from jobsvc.schemas import JobView, job_view
 
 
 @pytest.mark.parametrize(
@@ -142,3 +143,32 @@ def test_job_view_uses_epoch_ms_and_duration_from_creation() -> None:
         "finishedAt", "durationMs", "attempts", "maxAttempts", "priority", "runAt", "cancelRequested",
         "error",
     }  # fmt: skip
+
+
+def test_job_view_is_the_documented_model_in_its_field_order() -> None:
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    job = Job(
+        id=7,
+        job_id=uuid.UUID(int=7),
+        result_file="b.png",
+        type="ingest",
+        img_url="http://h/b.png",
+        status=Status.QUEUED,
+        priority=5,
+        run_at=created + timedelta(minutes=1),
+        attempts=0,
+        max_attempts=3,
+        error="retrying: 503",
+        cancel_requested_at=created,
+        worker_id=None,
+        created_at=created,
+        updated_at=created,
+        started_at=None,
+        finished_at=None,
+    )
+    view = job_view(job)
+    # What /openapi.json documents (JobView) is what the answers carry, key for key.
+    assert JobView.model_validate(view).model_dump(mode="json", by_alias=True) == view
+    assert list(view) == [JobView.model_fields[name].alias for name in JobView.model_fields]
+    assert view["jobId"] == str(job.job_id) and view["runAt"] == 1767225660000
+    assert view["cancelRequested"] is True and view["durationMs"] is None and view["startedAt"] is None

@@ -1,4 +1,4 @@
-"""The operator's pages (DESIGN §10): the dashboard, the API docs, and the counts they show.
+"""The operator's pages (README, "Dashboard"): the dashboard, the API docs, and the counts they show.
 
 - ``GET /`` redirects to ``/dashboard``: one page of plain HTML, CSS and a little
   JavaScript shipped in this package (``jobsvc/static/dashboard/``). It loads
@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-from collections.abc import Awaitable, Callable
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import cast
 
-from quart import Blueprint, Response, current_app, redirect
+from quart import Blueprint, Response, redirect
 from quart_schema import document_response, hide
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
 from jobsvc import queue
+from jobsvc.api.services import services
 from jobsvc.db import Conn
 from jobsvc.schemas import ErrorBody, StatsBody
 
 __all__ = ["blueprint"]
-
-T = TypeVar("T")
 
 blueprint = Blueprint("dashboard", __name__)
 
@@ -58,12 +56,6 @@ _DASHBOARD_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' blob: data: http: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-
-
-class _Runs(Protocol):
-    """The part of the API's `Services` these routes use (the API module imports this one)."""
-
-    def run(self, fn: Callable[[Conn], T]) -> Awaitable[T]: ...
 
 
 def _file(root: Traversable, name: str, content_type: str, *, cache: str = "no-cache") -> Response:
@@ -124,7 +116,6 @@ async def stats() -> Response:
     Counted by the server on every call (the dashboard asks again when events
     arrive, at most once a second), so they cover every row, not a page of them.
     """
-    services = cast(_Runs, current_app.extensions["jobsvc"])
 
     def read(conn: Conn) -> dict[str, object]:
         counts = queue.status_counts(conn)
@@ -135,5 +126,5 @@ async def stats() -> Response:
             "oldestQueuedAgeMs": round(seconds * 1000) if depth else None,
         }
 
-    body = await services.run(read)
+    body = await services().run(read)
     return Response(json.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})

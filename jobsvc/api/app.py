@@ -1,0 +1,158 @@
+"""The HTTP API: the Quart-Trio app factory `create_app`, and the one place that
+maps errors to answers (docs/ARCHITECTURE.md, "The API").
+
+Every error is ``{"error": "<sentence>"}`` JSON. The status of each `JobsvcError`
+is decided in `ERROR_STATUS`, and nowhere else; the routes raise those. Errors
+Quart and werkzeug raise themselves (unknown path, wrong method, a body over
+``MAX_CONTENT_LENGTH`` noticed while reading it) get their sentence in
+`_register_errors`, the too-large body the same as the one the routes raise.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydantic
+from quart import Response, request
+from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
+
+from jobsvc.api import dashboard, events, ops, results
+from jobsvc.api.services import Services, serve
+from jobsvc.api.wire import MAX_BODY_BYTES, body_too_large, json_response
+from jobsvc.config import Settings
+from jobsvc.errors import (
+    BodyTooLarge,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidRequest,
+    JobsvcError,
+    NotFound,
+    TransientError,
+    UnsupportedMedia,
+    quoted,
+)
+from jobsvc.schemas import SchemaProvider, error_sentence
+
+__all__ = ["ERROR_STATUS", "create_app", "end_event_streams", "status_for"]
+
+log = logging.getLogger("jobsvc.api")
+
+ERROR_STATUS: dict[type[JobsvcError], int] = {
+    InvalidRequest: 400,
+    BodyTooLarge: 413,
+    UnsupportedMedia: 415,
+    NotFound: 404,
+    Conflict: 409,
+    DatabaseUnavailable: 503,
+    TransientError: 503,  # storage hiccups while serving a download
+}
+
+
+def status_for(exc: JobsvcError) -> int:
+    """The HTTP status of a jobsvc error: the one place that decides it."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]
+    return 500
+
+
+def create_app(
+    settings: Settings,
+    *,
+    heartbeat: float = 15.0,
+    subscriber_buffer: int = 256,
+    notify_window: float = 0.002,
+    storage_check_timeout: float = 2.0,
+) -> QuartTrio:
+    """The API app. ``heartbeat`` (seconds between SSE comments), ``subscriber_buffer``
+    (event batches a subscriber may lag before it is dropped), ``notify_window``
+    (seconds between coalesced wake-ups) and ``storage_check_timeout`` (how long
+    ``/readyz`` waits for the storage) exist for tests and tuning."""
+    app = QuartTrio("jobsvc")
+    app.config.update(
+        BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    QuartSchema(
+        app,
+        info={
+            "title": "jobsvc",
+            "version": "0.1.0",
+            "description": (
+                "A PostgreSQL-backed queue of image-ingest jobs. JSON, camelCase, timestamps in "
+                'epoch milliseconds. Every error is {"error": "<sentence>"}: besides the codes '
+                "listed per operation, an unknown path is 404, a wrong method 405, a body over "
+                "64 KiB 413."
+            ),
+        },
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,  # jobsvc.api.dashboard serves /docs from local files (offline)
+        openapi_provider_class=SchemaProvider,
+    )
+    options = {
+        "heartbeat": heartbeat,
+        "subscriber_buffer": subscriber_buffer,
+        "notify_window": notify_window,
+        "storage_check_timeout": storage_check_timeout,
+    }
+
+    @app.before_serving
+    async def start_services() -> None:
+        app.extensions["jobsvc"] = await app.nursery.start(serve, settings, options)
+
+    _register_errors(app)
+    for module in (results, events, ops, dashboard):
+        app.register_blueprint(module.blueprint)
+    return app
+
+
+def end_event_streams(app: QuartTrio) -> None:
+    """End every open SSE stream (and any opened later): call it when shutdown begins,
+    before the server's graceful wait, which an endless stream would otherwise use up."""
+    services = app.extensions.get("jobsvc")
+    if isinstance(services, Services):
+        services.broadcaster.end_streams()
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": message}, status, headers)
+
+
+def _register_errors(app: QuartTrio) -> None:
+    @app.errorhandler(JobsvcError)
+    async def jobsvc_error(exc: JobsvcError) -> Response:
+        return _error(status_for(exc), str(exc))
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def schema_error(exc: RequestSchemaValidationError) -> Response:
+        error = exc.validation_error
+        if isinstance(error, pydantic.ValidationError):
+            return _error(400, error_sentence(error))
+        return _error(400, f"the request is invalid: {error}")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(exc: RequestEntityTooLarge) -> Response:
+        return await jobsvc_error(body_too_large())
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        code = exc.code or 500
+        headers: dict[str, str] = {}
+        if code == 404:
+            message = f"there is no resource at {quoted(request.path)}"
+        elif code == 405 and isinstance(exc, MethodNotAllowed):
+            allowed = sorted(exc.valid_methods or [])
+            headers["Allow"] = ", ".join(allowed)
+            useful = [m for m in allowed if m not in ("HEAD", "OPTIONS")] or allowed
+            message = f"{request.method} is not allowed on {quoted(request.path)}; use {' or '.join(useful)}"
+        else:
+            message = exc.description or exc.name
+        return _error(code, message, headers)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        return _error(500, "internal server error; the details are in the server's log")

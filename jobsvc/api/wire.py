@@ -1,0 +1,103 @@
+"""What the route modules share on the wire: JSON answers, the checked JSON body
+and query string, and the error answers every route documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+import pydantic
+from quart import Response, request
+from quart_schema import document_response
+
+from jobsvc.errors import BodyTooLarge, InvalidRequest, UnsupportedMedia, quoted
+from jobsvc.schemas import ErrorBody, error_sentence
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "body_too_large",
+    "documented",
+    "json_body",
+    "json_response",
+    "query",
+    "validate",
+]
+
+#: The largest enqueue body accepted (Content-Length and bytes actually received).
+MAX_BODY_BYTES = 64 * 1024
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The errors any route may answer, documented on every one.
+_COMMON_ERRORS = {code: (ErrorBody, None) for code in (400, 500, 503)}
+
+
+def documented(
+    *responses: tuple[int, type[pydantic.BaseModel], type[pydantic.BaseModel] | None],
+) -> Callable[[F], F]:
+    """Document ``(status, body model, headers model)`` answers, and the common errors."""
+
+    def decorate(fn: F) -> F:
+        for code, model, headers in [*responses, *((c, m, h) for c, (m, h) in _COMMON_ERRORS.items())]:
+            fn = document_response(model, code, headers)(fn)
+        return fn
+
+    return decorate
+
+
+def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, status=status, headers=dict(headers or {}), content_type="application/json")
+
+
+def validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise InvalidRequest(error_sentence(exc)) from None
+
+
+def query(model: type[M]) -> M:
+    """The query string as ``model``; a parameter given twice is refused, not guessed."""
+    args = request.args
+    for key in args:
+        if len(args.getlist(key)) > 1:
+            raise InvalidRequest(f"query parameter {quoted(key)} is given more than once")
+    return validate(model, args.to_dict())
+
+
+async def json_body() -> Any:
+    """The request's JSON body, with the 413 / 415 / 400 checks in that order."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise body_too_large()
+    mimetype = request.mimetype
+    if not (
+        mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+    ):
+        raise UnsupportedMedia(
+            f"the body must be JSON (Content-Type: application/json), not {quoted(mimetype or 'none')}"
+        )
+    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise UnsupportedMedia(f"the body must be UTF-8 JSON, not {charset}")
+    body = cast(bytes, await request.get_data(cache=False, as_text=False))
+    if len(body) > MAX_BODY_BYTES:
+        raise body_too_large()
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def body_too_large() -> BodyTooLarge:
+    """The 413 of a body over `MAX_BODY_BYTES`, whoever notices it (this module or Quart)."""
+    return BodyTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
