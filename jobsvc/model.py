@@ -81,7 +81,10 @@ def epoch_ms(moment: datetime | None) -> int | None:
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    """The JSON view of a result, as every endpoint and event shows it (DESIGN §2)."""
+    """The JSON view of a result, as every endpoint and event shows it.
+
+    See docs/ARCHITECTURE.md, "The model": camelCase, timestamps in Unix milliseconds.
+    """
     return {
         "jobId": str(job.job_id),
         "type": job.type,
