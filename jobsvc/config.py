@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from jobsvc.errors import ConfigError
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -147,30 +148,28 @@ def _nonempty(raw: str) -> str:
     return raw
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+def _in_range(convert: Callable[[str], N], low: N, high: N, expected: str) -> Callable[[str], N]:
+    """A parser: ``convert`` the text, then refuse a value outside ``[low, high]``."""
+    message = f"expected {expected} between {low} and {high}"
+
+    def parse(raw: str) -> N:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
-            raise ValueError(f"expected an integer between {low} and {high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"expected an integer between {low} and {high}")
+            raise ValueError(message) from None
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(message)
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, low, high, "an integer")
 
 
 def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number of seconds between {low} and {high}") from None
-        if not low <= value <= high:  # also refuses nan
-            raise ValueError(f"expected a number of seconds between {low} and {high}")
-        return value
-
-    return parse
+    return _in_range(float, low, high, "a number of seconds")
 
 
 def _choice(*choices: str) -> Callable[[str], str]:

@@ -1,4 +1,6 @@
-"""How the API sits on hypercorn: connection lifetimes and protocol errors (README, "Failure modes").
+"""How the API sits on hypercorn: connection lifetimes and protocol errors.
+
+See docs/ARCHITECTURE.md, "Serving the API".
 
 Two adapters, both installed by `jobsvc.cli.serve_api`:
 

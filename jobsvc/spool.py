@@ -1,10 +1,10 @@
 """Per-process spool directories for downloads, and the sweep of dead processes' ones.
 
-A worker streams every download to a temporary file (DESIGN §5) and removes it
-when the job ends, but a SIGKILL (or the OOM killer, or a power cut) gives it no
-chance: the partial file would stay forever. So each worker process spools into
-its own directory, ``<base>/jobsvc-spool-<pid>-<random>``, and every worker sweeps
-at start-up the directories whose owner is gone.
+A worker streams every download to a temporary file (docs/ARCHITECTURE.md, "The
+fetcher") and removes it when the job ends, but a SIGKILL (or the OOM killer, or
+a power cut) gives it no chance: the partial file would stay forever. So each
+worker process spools into its own directory, ``<base>/jobsvc-spool-<pid>-<random>``,
+and every worker sweeps at start-up the directories whose owner is gone.
 
 "Gone" is decided by a lock, never by a pid (pids are reused): the owner holds
 an exclusive `flock` on the directory itself for its whole life. The kernel drops

@@ -1,4 +1,6 @@
-"""The operator's pages (README, "Dashboard"): the dashboard, the API docs, and the counts they show.
+"""The operator's pages: the dashboard, the API docs, and the counts they show.
+
+See docs/ARCHITECTURE.md, "The dashboard".
 
 - ``GET /`` redirects to ``/dashboard``: one page of plain HTML, CSS and a little
   JavaScript shipped in this package (``jobsvc/static/dashboard/``). It loads

@@ -13,7 +13,8 @@ import trio
 
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, PermanentError, TransientError
-from jobsvc.fetch import Fetcher, IPAddress, _GuardedBackend, is_public_address
+from jobsvc.fetch import Fetcher, IPAddress, is_public_address
+from jobsvc.fetch.guard import GuardedBackend
 from tests.fixtures.images import GIF, JPEG, PNG, WEBP, ImageServer
 
 
@@ -266,7 +267,7 @@ async def test_guard_connects_to_the_checked_address_not_the_name() -> None:
     # lookup that a rebinding DNS server could answer differently.
     checked: list[IPAddress] = []
     inner = RecordingBackend()
-    backend = _GuardedBackend(lambda ip: checked.append(ip) or True, inner=inner)
+    backend = GuardedBackend(lambda ip: checked.append(ip) or True, inner=inner)
     await backend.connect_tcp("localhost", 80, timeout=5)
     assert inner.hosts
     assert inner.hosts[0] in {str(ip) for ip in checked}
@@ -275,7 +276,7 @@ async def test_guard_connects_to_the_checked_address_not_the_name() -> None:
 
 async def test_guard_refuses_any_blocked_address_before_connecting() -> None:
     inner = RecordingBackend()
-    backend = _GuardedBackend(is_public_address, inner=inner)
+    backend = GuardedBackend(is_public_address, inner=inner)
     with pytest.raises(PermanentError, match=r"^localhost resolves to an address that is not allowed$"):
         await backend.connect_tcp("localhost", 80, timeout=5)
     assert inner.hosts == []

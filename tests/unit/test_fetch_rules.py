@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from jobsvc.errors import PermanentError, TransientError
-from jobsvc.fetch import ACCEPTED_MIMES, _image_kind, classify_status, is_public_address
+from jobsvc.fetch import ACCEPTED_MIMES, classify_status, is_public_address
+from jobsvc.fetch.body import image_kind
 from tests.fixtures.images import GIF, HTML, JPEG, MP4, PNG, WEBP
 
 BLOCKED = [
@@ -102,7 +103,7 @@ def test_classify_status_table(status: int, expected: type[Exception] | None) ->
     [(PNG, "image/png"), (JPEG, "image/jpeg"), (GIF, "image/gif"), (WEBP, "image/webp")],
 )
 def test_image_kind_accepts_images(body: bytes, mime: str) -> None:
-    assert _image_kind(body).mime == mime
+    assert image_kind(body).mime == mime
     assert mime in ACCEPTED_MIMES
 
 
@@ -120,5 +121,5 @@ def test_image_kind_accepts_images(body: bytes, mime: str) -> None:
 )
 def test_image_kind_refuses_non_images(body: bytes, reason: str) -> None:
     with pytest.raises(PermanentError) as caught:
-        _image_kind(body)
+        image_kind(body)
     assert str(caught.value) == reason

@@ -1,4 +1,4 @@
-// jobsvc dashboard (DESIGN §10). Plain JavaScript, no dependency, no request off this service.
+// jobsvc dashboard (docs/ARCHITECTURE.md, "The dashboard"). Plain JavaScript, no dependency, no request off this service.
 //
 // Live without polling: one `fetch` of GET /results/events read with a stream reader (not
 // EventSource, so it can send the Authorization header). On each (re)connect the page loads

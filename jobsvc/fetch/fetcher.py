@@ -1,0 +1,188 @@
+"""`Fetcher`: the probe at enqueue and the download in the worker, composed from the checks.
+
+Each request goes through `policy.check_url` (every hop, at most
+`policy.MAX_REDIRECTS` redirects, a loop refused, every Location checked by
+`policy.check_redirect`), connects through `guard.GuardedBackend`, must answer
+2xx (`policy.classify_status`), and its body is read by `body` under the size
+cap and checked by its bytes. See docs/ARCHITECTURE.md, "The fetcher".
+
+Our own decisions raise PermanentError/TransientError where they are made;
+exceptions of the layers below (httpx, httpcore, idna, trio, zlib, OS) are
+translated in one place, `_translate_errors`. Cancellation is never translated.
+
+Every request gets its own connection pool (sharing the backend and one SSL
+context), closed when the request ends: cancelling a download closes its TCP
+connection at once, and no state is shared between jobs.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpcore
+import httpx
+import trio
+
+from jobsvc.config import Settings
+from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError
+from jobsvc.fetch import body, policy
+from jobsvc.fetch.guard import GuardedBackend, PoolTransport, ssl_context
+from jobsvc.fetch.policy import IPAddress
+
+__all__ = ["Download", "Fetcher"]
+
+_HEADERS = {
+    "User-Agent": "jobsvc/0.1",
+    "Accept": "image/*",
+    # Images are compressed already; anything else sent anyway is decoded by the body reader.
+    "Accept-Encoding": "identity",
+}
+
+
+@contextmanager
+def _translate_errors(timeout_message: str) -> Iterator[None]:
+    """The one place where exceptions of the layers below become PermanentError/TransientError."""
+    try:
+        yield
+    except trio.TooSlowError as exc:
+        raise TransientError(timeout_message) from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpcore.UnsupportedProtocol) as exc:
+        raise PermanentError(f"the URL cannot be fetched: {exc}") from exc
+    except UnicodeError as exc:  # idna.IDNAError: httpx IDNA-decodes an "xn--" host when asked for it
+        raise PermanentError(f"the URL's host is not a valid internationalized domain name ({exc})") from exc
+    except (httpx.ConnectTimeout, httpcore.ConnectTimeout) as exc:
+        raise TransientError("the server could not be reached in time") from exc
+    except (httpx.TimeoutException, httpcore.TimeoutException) as exc:
+        raise TransientError("the server did not answer in time") from exc
+    except (httpx.ConnectError, httpcore.ConnectError) as exc:
+        raise TransientError(f"could not connect to the server ({exc})") from exc
+    except (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        raise TransientError(f"the connection failed during the download ({exc})") from exc
+    except zlib.error as exc:
+        raise PermanentError("the compressed content could not be decoded") from exc
+    except OSError as exc:
+        raise TransientError(f"could not write the download to a temporary file ({exc.strerror})") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A verified image in a local temporary file, valid inside `Fetcher.download`'s block."""
+
+    path: Path
+    size: int
+    mime: str
+    extension: str
+
+
+class Fetcher:
+    """Downloads untrusted URLs safely (see the `jobsvc.fetch` docstring).
+
+    ``allow`` overrides the address policy (tests use it to allow loopback only);
+    by default it is `is_public_address`, or anything when
+    ``settings.allow_private_urls``. ``tmp_dir`` is where downloads are spooled
+    (default: the system temporary directory).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        allow: Callable[[IPAddress], bool] | None = None,
+        tmp_dir: Path | None = None,
+    ) -> None:
+        self._settings = settings
+        if allow is None:
+            allow = policy.allow_any if settings.allow_private_urls else policy.is_public_address
+        self._backend = GuardedBackend(allow)
+        self._ssl_context = ssl_context()
+        self._tmp_dir = tmp_dir
+        self._timeout = httpx.Timeout(settings.fetch_timeout, connect=settings.connect_timeout)
+
+    async def aclose(self) -> None:
+        """Nothing is pooled across downloads, so there is nothing left to close."""
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[Download]:
+        """Download ``url`` into a temporary file and yield it as a verified `Download`.
+
+        The whole transfer (DNS, connect, redirects, body) is bounded by
+        ``fetch_timeout``; the block of the ``async with`` is not. The
+        temporary file is removed when the block exits, whether it returns,
+        raises or is cancelled. On cancellation the HTTP connection is closed
+        at once and `trio.Cancelled` propagates untranslated.
+        """
+        timeout_message = f"the download took longer than {self._settings.fetch_timeout:g} seconds"
+        with _translate_errors(timeout_message):
+            path, file = await trio.to_thread.run_sync(body.open_temp, self._tmp_dir)
+        try:
+            with _translate_errors(timeout_message), trio.fail_after(self._settings.fetch_timeout):
+                async with self._response(url) as response:
+                    size, kind = await body.save_body(response, file, self._settings.max_image_bytes)
+            await trio.to_thread.run_sync(file.close)
+            yield Download(path=path, size=size, mime=kind.mime, extension=kind.extension)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(body.discard, path, file)
+
+    async def probe(self, url: str) -> None:
+        """Enqueue-time check: the address rules, then the first bytes must be an accepted image.
+
+        Bounded by ``probe_timeout``. Raises `InvalidRequest` with the reason.
+        Cancelling it closes the connection.
+        """
+        timeout_message = f"the server did not answer within {self._settings.probe_timeout:g} seconds"
+        try:
+            with _translate_errors(timeout_message), trio.fail_after(self._settings.probe_timeout):
+                async with self._response(url) as response:
+                    body.image_kind(await body.read_head(response, self._settings.max_image_bytes))
+        except JobError as exc:
+            raise InvalidRequest(f"imgUrl is not a reachable image: {exc}") from exc
+
+    @asynccontextmanager
+    async def _response(self, url: str) -> AsyncIterator[httpx.Response]:
+        """The final response after checked redirects, with a 2xx status; everything closed on exit."""
+        pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl_context, network_backend=self._backend)
+        client = httpx.AsyncClient(
+            transport=PoolTransport(pool),
+            trust_env=False,
+            timeout=self._timeout,
+            headers=_HEADERS,
+            follow_redirects=False,
+            event_hooks={"response": [policy.check_redirect]},
+        )
+        try:
+            request = client.build_request("GET", policy.check_url(url))
+            seen = {str(request.url)}
+            for _hop in range(policy.MAX_REDIRECTS + 1):
+                response = await client.send(request, stream=True)
+                if response.next_request is None:
+                    break
+                await response.aclose()
+                request = response.next_request
+                policy.check_url(request.url)
+                if str(request.url) in seen:
+                    raise PermanentError("the server redirects in a loop")
+                seen.add(str(request.url))
+            else:
+                raise PermanentError(f"the server redirected more than {policy.MAX_REDIRECTS} times")
+            try:
+                error = policy.classify_status(response.status_code)
+                if error is not None:
+                    raise error(f"the server answered {policy.status_text(response.status_code)}")
+                yield response
+            finally:
+                await _close_shielded(response.aclose)
+        finally:
+            # Shielded: under a cancellation, an unshielded close raises at its first
+            # checkpoint and can leave the socket open until garbage collection.
+            await _close_shielded(client.aclose)
+
+
+async def _close_shielded(aclose: Callable[[], Awaitable[None]]) -> None:
+    """Close a response or client even while cancelled, bounded to one second."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await aclose()
