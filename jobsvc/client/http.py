@@ -1,6 +1,6 @@
 """Typed HTTP clients of the jobsvc API: `Client` (blocking) and `AsyncClient` (trio).
 
-Each method is one API call (DESIGN §2) and returns the pydantic models of
+Each method is one API call (README, "HTTP API") and returns the pydantic models of
 `jobsvc.schemas`. Errors, all `ClientError`::
 
     ClientError                  str(err) is one sentence

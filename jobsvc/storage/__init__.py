@@ -1,4 +1,4 @@
-"""Where results are stored (DESIGN §6): the `Storage` protocol and its two backends.
+"""Where results are stored (docs/ARCHITECTURE.md, "Storage"): the `Storage` protocol and its two backends.
 
     base.py   `Storage`, `StoredObject`, `check_key`: what every backend promises
     file.py   `FileStorage`: files under a directory, written then renamed

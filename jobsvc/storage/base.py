@@ -12,7 +12,7 @@ deleted again, shielded.
 
 Errors: a refused key is a `PermanentError`. Everything a backend's own layer
 raises (``OSError``, botocore's errors) is a `TransientError`, translated in one
-place per backend: storage hiccups are retried (DESIGN §3). That includes
+place per backend: storage hiccups are retried (docs/ARCHITECTURE.md, "Storage"). That includes
 configuration mistakes such as AccessDenied or an uncreatable bucket, on
 purpose: an operator can fix them while jobs wait, and ``maxAttempts`` bounds
 the cost.

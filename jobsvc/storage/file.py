@@ -1,4 +1,4 @@
-"""`FileStorage`: results as files under a directory, ``root/{jobId}/{resultFile}`` (DESIGN §6).
+"""`FileStorage`: results as files under a directory, ``root/{jobId}/{resultFile}``.
 
 `put` copies to a hidden temporary name next to the target, then renames it
 (atomic). ``OSError`` becomes `TransientError` in one place, `_file_errors`.

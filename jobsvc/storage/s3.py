@@ -1,5 +1,5 @@
 """`S3Storage`: results as objects ``{prefix}/{jobId}/{resultFile}`` in one bucket, via boto3
-(any S3-compatible endpoint; DESIGN §6).
+(any S3-compatible endpoint; docs/ARCHITECTURE.md, "Storage").
 
 `put` is a single PUT up to `PART_SIZE`, else a multipart upload (`_put_multipart`)
 in `PART_SIZE` parts. boto3 is blocking: each call runs in ``trio.to_thread.run_sync``
