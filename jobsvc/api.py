@@ -600,12 +600,7 @@ def _register_routes(app: QuartTrio) -> None:
             checks["schema"] = "unknown"
         else:
             checks["database"] = "ok"
-            if version == queue.SCHEMA_VERSION:
-                checks["schema"] = "ok"
-            elif version is None:
-                checks["schema"] = "not migrated: run `jobsvc migrate`"
-            else:
-                checks["schema"] = f"version {version}, expected {queue.SCHEMA_VERSION}"
+            checks["schema"] = queue.schema_problem(version) or "ok"
         for name, health in services.tasks.items():
             checks[f"task:{name}"] = "ok" if health.alive else f"dead: {health.last_error}"
         checks["events"] = "ok" if services.broadcaster.listening else "not listening"
