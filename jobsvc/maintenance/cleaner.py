@@ -65,6 +65,9 @@ class Cleaner:
         self._store = store
         self.config = config
         self._on_deleted = on_deleted
+        #: Passes run, and those skipped because another cleaner held the lock.
+        self.passes = 0
+        self.skipped = 0
 
     async def run(self) -> None:
         """Clean forever; a pass that cannot reach the database is logged and skipped."""
@@ -80,7 +83,10 @@ class Cleaner:
         deleted: int | None = 0
         if self.config.retention > 0:
             deleted = await self._delete()
-        if deleted is not None:
+        self.passes += 1
+        if deleted is None:
+            self.skipped += 1
+        else:
             await self._store.compact_counts()
         if deleted:
             log.info("cleaner: deleted %d finished rows older than %gs", deleted, self.config.retention)

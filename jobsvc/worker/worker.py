@@ -119,6 +119,11 @@ class Worker:
         return len(self._executor.running)
 
     @property
+    def cleaner(self) -> Cleaner:
+        """The retention service (its ``passes`` and ``skipped`` show it at work)."""
+        return self._cleaner
+
+    @property
     def session(self) -> StoreSession | None:
         """The current owning session (None between sessions)."""
         return self._session
