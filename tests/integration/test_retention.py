@@ -48,7 +48,8 @@ def counts_agree(url: str) -> bool:
 def mixed_rows(url: str) -> tuple[set[int], set[int]]:
     """(rows older than 7 days in every finished status, rows that must stay)."""
     old = fill(url, "Completed", "8 days") | fill(url, "Failed", "8 days") | fill(url, "Canceled", "30 days")
-    keep = fill(url, "Completed", "6 days") | fill(url, "Failed", "1 hour") | fill(url, "Canceled", "1 second")
+    keep = fill(url, "Completed", "6 days") | fill(url, "Failed", "1 hour")
+    keep |= fill(url, "Canceled", "1 second")
     keep |= fill(url, "Queued", "9 days") | fill(url, "Processing", "9 days")  # old but unfinished
     return old, keep
 
