@@ -24,7 +24,8 @@ def test_counts_follow_enqueue_claim_finish_cancel_rescue_and_delete(database_ur
         with worker.transaction():
             claimed, _ = queue.claim(worker, "w", 4)
         with worker.transaction():
-            queue.finish(worker, "w", [Outcome(claimed[0].id, "completed"), Outcome(claimed[1].id, "failed", "x")])
+            outcomes = [Outcome(claimed[0].id, "completed"), Outcome(claimed[1].id, "failed", "x")]
+            queue.finish(worker, "w", outcomes)
     with connect(database_url) as conn:
         queue.cancel(conn, jobs[5].job_id)  # Queued → Canceled
         queue.rescue(conn)  # the worker's session is closed: its two rows go back to Queued
@@ -32,7 +33,9 @@ def test_counts_follow_enqueue_claim_finish_cancel_rescue_and_delete(database_ur
     assert counted == exact
     assert exact == {"Queued": 3, "Processing": 0, "Completed": 1, "Failed": 1, "Canceled": 1}
     with connect(database_url) as conn:
-        conn.execute("UPDATE jobsvc_results SET finished_at = now() - interval '1 day' WHERE finished_at IS NOT NULL")
+        conn.execute(
+            "UPDATE jobsvc_results SET finished_at = now() - interval '1 day' WHERE finished_at IS NOT NULL"
+        )
         assert queue.clean_batch(conn, 3600) == 3
         assert queue.compact_counts(conn) is True
         assert conn.execute("SELECT count(*) AS n FROM jobsvc_counts").fetchone() == {"n": 1}  # Queued: 3
