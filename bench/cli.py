@@ -26,7 +26,10 @@ BENCHMARKS = {
     "http": "bench.http_enqueue",
     "pipeline": "bench.pipeline",
     "memory": "bench.memory",
+    "scale": "bench.scale",
 }
+#: Benchmarks that need nothing beyond jobsvc itself (no bench extra).
+STANDALONE = {"scale"}
 
 
 #: Modules of the bench extra (pyproject.toml) that the harness imports.
@@ -67,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    missing = [m for m in NEEDS if importlib.util.find_spec(m) is None]
+    needs = () if set(names) <= STANDALONE else NEEDS
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
     if missing:
         parser.error(
             f"missing {', '.join(missing)}: install the bench extra first "

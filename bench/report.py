@@ -68,6 +68,8 @@ class Results:
 def fmt(value: float, unit: str) -> str:
     if math.isnan(value):
         return "-"
+    if unit == "ratio":
+        return f"{value:.2f}"
     if unit in ("ms",) and value < 10:
         return f"{value:.2f}"
     if unit in ("%", "x") or abs(value) < 100:

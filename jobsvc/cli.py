@@ -1,8 +1,9 @@
-"""The ``jobsvc`` command: servers (migrate, api, worker, dev) and clients
-(enqueue, list, cancel, watch) of a running API.
+"""The ``jobsvc`` command: servers (migrate, api, worker, dev), database tools
+(purge) and clients (enqueue, list, cancel, watch) of a running API.
 
-Exit codes: 0 success, 1 the job or request failed, 2 bad usage or configuration,
-3 the service or database could not be reached.
+Exit codes: 0 success, 1 the job or request failed, 2 bad usage or configuration
+(also: the database's schema is not this code's version), 3 the service or
+database could not be reached.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import trio
 
 from jobsvc import __version__, logs, queue
 from jobsvc.config import Settings
-from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError
+from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError, SchemaMismatch
 
 log = logging.getLogger("jobsvc")
 
@@ -35,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.func(args)
     except ConfigError as exc:
         print(f"jobsvc: configuration error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except SchemaMismatch as exc:
+        print(f"jobsvc: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     except DatabaseUnavailable as exc:
         print(f"jobsvc: {exc}", file=sys.stderr)
@@ -66,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = server("worker", "run a worker process", cmd_worker)
     worker.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
     worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (JOBSVC_METRICS_PORT)")
+    purge = server("purge", "delete old finished rows now (as the cleaner does)", cmd_purge)
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        metavar="DURATION",
+        help="finishedAt older than this: 7d, 12h, 30m, 45s (0: every finished row)",
+    )
+    purge.add_argument(
+        "--status",
+        action="append",
+        metavar="STATUS",
+        help="only these finished statuses (Completed, Failed, Canceled); repeat or comma-separate "
+        "(default: all three)",
+    )
     dev = server("dev", "embedded PostgreSQL + migrate + API + worker in one process", cmd_dev)
     _listen_flags(dev)
     dev.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
@@ -111,6 +129,59 @@ def migrate(url: str) -> None:
         queue.migrate(conn, queue.load_schema())
 
 
+def check_schema(url: str) -> None:
+    """Refuse to start against a schema that is not this code's (`SchemaMismatch`). An
+    unreachable database is not refused: the worker waits for it with backoff."""
+    from jobsvc import db
+
+    try:
+        with db.connect(url) as conn:
+            problem = queue.schema_problem(queue.schema_version(conn))
+    except DatabaseUnavailable as exc:
+        log.warning("schema version not checked: %s", exc)
+        return
+    if problem is not None:
+        raise SchemaMismatch(f"worker not started: {problem}")
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from jobsvc import db
+    from jobsvc.config import parse_duration
+
+    settings = _settings(args)
+    url = settings.require_database_url()
+    try:
+        older_than = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise ConfigError(f"--older-than {args.older_than!r:.40}: {exc}") from None
+    statuses = _finished_statuses(args.status)
+    deleted = 0
+    with db.connect(url, autocommit=True) as conn, db.translate_errors("purge interrupted"):
+        problem = queue.schema_problem(queue.schema_version(conn))
+        if problem is not None:
+            raise SchemaMismatch(f"nothing purged: {problem}")
+        while True:  # one short transaction per batch, as the cleaner
+            with conn.transaction():
+                n = queue.clean_batch(conn, older_than, statuses=statuses, wait=True) or 0
+            deleted += n
+            if n < queue.CLEAN_BATCH:
+                break
+    print(f"jobsvc: purged {deleted} finished row{'s' if deleted != 1 else ''}")
+    return 0
+
+
+def _finished_statuses(given: Sequence[str] | None) -> tuple[str, ...]:
+    if not given:
+        return queue.FINISHED
+    by_name = {s.lower(): s for s in queue.FINISHED}
+    chosen: list[str] = []
+    for part in (p.strip() for g in given for p in g.split(",")):
+        if part.lower() not in by_name:
+            raise ConfigError(f"--status {part!r:.40}: expected one of {', '.join(queue.FINISHED)}")
+        chosen.append(by_name[part.lower()])
+    return tuple(dict.fromkeys(chosen))
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.require_database_url()
@@ -120,7 +191,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    settings.require_database_url()
+    check_schema(settings.require_database_url())
     trio.run(_serve_until_signal, [partial(run_worker, settings)])
     return 0
 

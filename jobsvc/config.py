@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class Settings:
     metrics_port: int | None = None
     worker_id: str = ""
     spool_dir: str | None = None
+    #: Seconds a finished row is kept (``JOBSVC_RETENTION``, e.g. ``7d``); 0 keeps it forever.
+    retention: float = 7 * 86400.0
+    clean_interval: float = 60.0
 
     @classmethod
     def from_env(
@@ -89,6 +93,8 @@ class Settings:
             "metrics_port": r.get("METRICS_PORT", _int_in(0, 65535), None),
             "worker_id": r.get("WORKER_ID", _nonempty, f"{socket.gethostname()}:{os.getpid()}"),
             "spool_dir": r.get("SPOOL_DIR", _nonempty, None),
+            "retention": r.get("RETENTION", parse_duration, cls.retention),
+            "clean_interval": r.get("CLEAN_INTERVAL", _float_in(0.05, 86400), cls.clean_interval),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -113,7 +119,7 @@ KNOWN_VARIABLES = frozenset(
         *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
         *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
         *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
-        "SPOOL_DIR",
+        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL"),
     ]
 )
 
@@ -131,6 +137,24 @@ class _Reader:
             return parse(raw.strip())
         except ValueError as exc:
             raise ConfigError(f"{var}={raw!r:.100} is invalid: {exc}") from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(raw: str) -> float:
+    """Seconds in ``7d``, ``12h``, ``30m``, ``45s`` or ``0`` (for retention: keep forever)."""
+    text = raw.strip().lower()
+    if text == "0":
+        return 0.0
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a duration such as 7d, 12h, 30m or 45s, or 0")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not 0 < seconds <= 100 * 365 * 86400:
+        raise ValueError("expected a duration above 0 and up to 100 years, or 0 (keep forever)")
+    return seconds
 
 
 def _bool(raw: str) -> bool:

@@ -8,6 +8,7 @@
     ├── NotFound                the job or result does not exist (HTTP 404)
     ├── Conflict                same jobId + resultFile, different request (HTTP 409)
     ├── DatabaseUnavailable     PostgreSQL could not be reached in time (HTTP 503)
+    ├── SchemaMismatch          the database's schema version is not the code's
     └── JobError                a job attempt failed; decides the job's outcome
         ├── PermanentError      retrying cannot help: the job is Failed at once
         └── TransientError      may work later: retried with backoff until maxAttempts
@@ -54,6 +55,10 @@ class Conflict(JobsvcError):
 
 class DatabaseUnavailable(JobsvcError):
     """PostgreSQL did not answer (connection refused, pool timeout, connection lost)."""
+
+
+class SchemaMismatch(JobsvcError):
+    """The database's schema is older (run `jobsvc migrate`) or newer (upgrade jobsvc) than the code."""
 
 
 class JobError(JobsvcError):

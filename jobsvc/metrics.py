@@ -39,6 +39,9 @@ class Metrics:
             "jobsvc_retries", "Attempts that failed transiently and were requeued", registry=r
         )
         self.rescues = Counter("jobsvc_rescues", "Orphaned results moved on by the rescuer", registry=r)
+        self.cleaned = Counter(
+            "jobsvc_cleaned", "Finished results deleted by this worker's cleaner (retention)", registry=r
+        )
         self.cancels = Counter(
             "jobsvc_cancels", "Cancel requests (API) and canceled jobs (worker)", registry=r
         )

@@ -151,3 +151,39 @@ SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
        count(*)::bigint AS depth
 FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
 """
+
+# --- data lifecycle -----------------------------------------------------------------
+
+# Rows per status from the insert-only deltas that schema.sql's triggers write (a
+# few rows once the cleaner has compacted them), instead of counting the table.
+COUNTS_SQL = """
+SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts GROUP BY status
+"""
+# Folds the deltas into one row per status. Deltas committed while this runs are
+# not in its snapshot: they are neither deleted nor counted twice.
+COMPACT_COUNTS_SQL = """
+WITH folded AS (DELETE FROM jobsvc_counts RETURNING status, delta)
+INSERT INTO jobsvc_counts (status, delta)
+SELECT status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+"""
+
+#: One cleaner (or purge) at a time: a transaction-level advisory lock on a two-int
+#: key (queue.CLEAN_LOCK), a key space apart from the bigint row-id locks.
+CLEAN_TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s, %s) AS ok"
+CLEAN_WAIT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
+
+# One batch of finished rows older than ``older_than`` seconds, oldest first, through
+# jobsvc_results_finished_idx (the status list must imply the index's predicate).
+# SKIP LOCKED: a row someone is changing right now waits for the next pass.
+CLEAN_SQL = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM jobsvc_results
+    WHERE status IN ('Completed', 'Failed', 'Canceled')
+      AND status = ANY(%(statuses)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobsvc_results r USING doomed WHERE r.id = doomed.id
+"""

@@ -23,8 +23,10 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
 
+from psycopg.rows import tuple_row
+
 from jobsvc.db import Conn
-from jobsvc.errors import Conflict, NotFound
+from jobsvc.errors import Conflict, NotFound, SchemaMismatch
 from jobsvc.model import Job, Status
 from jobsvc.queries import (
     CANCEL_LOCK_SQL,
@@ -32,6 +34,11 @@ from jobsvc.queries import (
     CANCEL_QUEUED_SQL,
     CANCEL_REQUESTED_SQL,
     CLAIM_SQL,
+    CLEAN_SQL,
+    CLEAN_TRY_LOCK_SQL,
+    CLEAN_WAIT_LOCK_SQL,
+    COMPACT_COUNTS_SQL,
+    COUNTS_SQL,
     ENQUEUE_SQL,
     FINISH_LOCK_SQL,
     GET_BY_IDS_SQL,
@@ -59,6 +66,12 @@ CANCEL_CHANNEL = "jobsvc_cancel"
 EVENTS_CHANNEL = "jobsvc_events"
 #: Two-int advisory keys live in a key space apart from the bigint row keys.
 MIGRATE_LOCK = (0x6A6F6273, 1)
+#: The cleaner's and `jobsvc purge`'s lock: one of them deletes at a time.
+CLEAN_LOCK = (0x6A6F6273, 2)
+#: Rows per cleaner batch: each batch is one short transaction.
+CLEAN_BATCH = 1000
+#: The finished statuses, the only ones the cleaner and purge delete.
+FINISHED = tuple(s.value for s in Status if s.finished)
 #: Ids per NOTIFY payload (the payload must stay under 8000 bytes); the trigger in
 #: schema.sql chunks its payloads by the same number.
 IDS_PER_NOTIFY = 400
@@ -116,9 +129,37 @@ def wake_workers(conn: Conn) -> None:
 
 
 def migrate(conn: Conn, schema_sql: str) -> None:
-    """Apply schema.sql; concurrent callers are serialised by a transaction advisory lock."""
+    """Apply schema.sql, which upgrades any earlier version in place; concurrent callers
+    are serialised by a transaction advisory lock. Raises `SchemaMismatch` (and changes
+    nothing) when the database is newer than ``schema_sql``."""
     conn.execute(MIGRATE_LOCK_SQL, MIGRATE_LOCK)
+    with conn.cursor(row_factory=tuple_row) as cur:  # any connection's row factory will do
+        exists = cur.execute(SCHEMA_EXISTS_SQL).fetchone()
+        found = cur.execute(SCHEMA_VERSION_SQL).fetchone() if exists and exists[0] else None
+    stored, target = (None if found is None else int(found[0])), _declared_version(schema_sql)
+    if stored is not None and stored > target:
+        raise SchemaMismatch(
+            f"the database's schema is version {stored}, newer than this jobsvc's version {target}: "
+            "upgrade jobsvc instead of migrating"
+        )
     conn.execute(schema_sql.encode())  # bytes: run as one simple-protocol script
+
+
+def schema_problem(version: int | None) -> str | None:
+    """Why a database at schema ``version`` cannot serve this code (None: it can)."""
+    if version == SCHEMA_VERSION:
+        return None
+    if version is None:
+        return "not migrated: the database has no jobsvc schema; run `jobsvc migrate`"
+    if version < SCHEMA_VERSION:
+        return (
+            f"the database's schema is version {version}, older than this jobsvc's version "
+            f"{SCHEMA_VERSION}: run `jobsvc migrate`"
+        )
+    return (
+        f"the database's schema is version {version}, newer than this jobsvc's version "
+        f"{SCHEMA_VERSION}: upgrade jobsvc"
+    )
 
 
 def schema_version(conn: Conn) -> int | None:
@@ -289,6 +330,15 @@ def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
 
 
 def status_counts(conn: Conn) -> dict[str, int]:
+    """Rows per status, from the counter deltas (no scan of jobsvc_results)."""
+    counts = {s.value: 0 for s in Status}
+    for row in conn.execute(COUNTS_SQL):
+        counts[row["status"]] = int(row["n"])
+    return counts
+
+
+def status_counts_exact(conn: Conn) -> dict[str, int]:
+    """Rows per status by counting the table (tests and benchmarks compare the two)."""
     counts = {s.value: 0 for s in Status}
     for row in conn.execute(STATS_SQL):
         counts[row["status"]] = int(row["n"])
@@ -300,3 +350,40 @@ def queue_age(conn: Conn) -> tuple[int, float]:
     row = conn.execute(QUEUE_AGE_SQL).fetchone()
     assert row is not None
     return int(row["depth"]), float(row["seconds"])
+
+
+# --- data lifecycle ---------------------------------------------------------------
+
+
+def clean_batch(
+    conn: Conn,
+    older_than: float,
+    *,
+    statuses: Sequence[str] = FINISHED,
+    limit: int = CLEAN_BATCH,
+    wait: bool = False,
+) -> int | None:
+    """Delete up to ``limit`` finished rows whose ``finished_at`` is more than ``older_than``
+    seconds ago, oldest first, under `CLEAN_LOCK`; returns how many. With ``wait=False``
+    (the cleaner) returns None at once when another cleaner or purge holds the lock."""
+    unknown = set(statuses) - set(FINISHED)
+    if unknown:
+        raise ValueError(f"only finished rows are deleted, not {', '.join(sorted(unknown))}")
+    if wait:
+        conn.execute(CLEAN_WAIT_LOCK_SQL, CLEAN_LOCK)
+    else:
+        row = conn.execute(CLEAN_TRY_LOCK_SQL, CLEAN_LOCK).fetchone()
+        if row is None or not row["ok"]:
+            return None
+    params = {"older_than": older_than, "statuses": list(statuses), "limit": limit}
+    return conn.execute(CLEAN_SQL, params).rowcount
+
+
+def compact_counts(conn: Conn) -> bool:
+    """Fold the counter deltas into one row per status, under `CLEAN_LOCK` (skipped,
+    returning False, when someone else holds it)."""
+    row = conn.execute(CLEAN_TRY_LOCK_SQL, CLEAN_LOCK).fetchone()
+    if row is None or not row["ok"]:
+        return False
+    conn.execute(COMPACT_COUNTS_SQL)
+    return True

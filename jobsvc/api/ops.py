@@ -68,10 +68,4 @@ async def _database_checks(svc: Services) -> dict[str, str]:
         version = await svc.run(queue.schema_version)
     except Exception as exc:  # readiness answers 503 whatever the database says
         return {"database": f"unreachable: {exc}", "schema": "unknown"}
-    if version == queue.SCHEMA_VERSION:
-        schema = "ok"
-    elif version is None:
-        schema = "not migrated: run `jobsvc migrate`"
-    else:
-        schema = f"version {version}, expected {queue.SCHEMA_VERSION}"
-    return {"database": "ok", "schema": schema}
+    return {"database": "ok", "schema": queue.schema_problem(version) or "ok"}

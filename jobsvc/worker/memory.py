@@ -199,6 +199,25 @@ class MemoryStore:
 
         return await self._round_trip(rescue)
 
+    async def clean(self, older_than: float, limit: int) -> int | None:
+        def clean() -> int:
+            cutoff = _now() - timedelta(seconds=older_than)
+            old = [
+                (r.finished_at, r.id)
+                for r in self.rows.values()
+                if r.status.finished and r.finished_at is not None and r.finished_at < cutoff
+            ]
+            doomed = sorted(old)[:limit]
+            for _, row_id in doomed:
+                del self.rows[row_id]
+            self._touch()
+            return len(doomed)
+
+        return await self._round_trip(clean)
+
+    async def compact_counts(self) -> bool:
+        return await self._round_trip(lambda: True)
+
     # --- internals ------------------------------------------------------------------
 
     async def _round_trip(self, work: Callable[[], T]) -> T:

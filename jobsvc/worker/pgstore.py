@@ -2,7 +2,7 @@
 
 - one `db.Session` per `connect` (claims and finishes; it owns the advisory locks),
 - one `db.Listener` per `listen` (LISTEN ``jobsvc_wakeup`` and ``jobsvc_cancel``),
-- a pool of two (`db.Database`) for the rescuer and cancel reconciliation.
+- a pool of two (`db.Database`) for the rescuer, the cleaner and cancel reconciliation.
 
 So a worker process holds four connections whatever its concurrency.
 """
@@ -79,6 +79,12 @@ class PostgresStore:
 
     async def rescue(self, policy: RetryPolicy) -> list[Job]:
         return await self._db.run(partial(queue.rescue, policy=policy))
+
+    async def clean(self, older_than: float, limit: int) -> int | None:
+        return await self._db.run(partial(queue.clean_batch, older_than=older_than, limit=limit))
+
+    async def compact_counts(self) -> bool:
+        return await self._db.run(queue.compact_counts)
 
 
 async def _signals(listener: Listener) -> AsyncIterator[Signal]:

@@ -98,3 +98,12 @@ class Store(Protocol):
     async def rescue(self, policy: RetryPolicy) -> list[Job]:
         """Move every Processing row that no live session owns on, as ``policy.lost`` decides."""
         ...
+
+    async def clean(self, older_than: float, limit: int) -> int | None:
+        """Delete up to ``limit`` finished rows finished more than ``older_than`` seconds ago,
+        oldest first; None (nothing done) while another cleaner holds the cleaning lock."""
+        ...
+
+    async def compact_counts(self) -> bool:
+        """Fold the per-status counter deltas; False while another cleaner holds the lock."""
+        ...

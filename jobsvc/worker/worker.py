@@ -4,6 +4,7 @@
 
     Worker.run
     ├── rescuer            maintenance.Rescuer: a sweep at start-up and every rescue_interval
+    ├── cleaner            maintenance.Cleaner: retention, a pass at start-up and every clean_interval
     ├── safety net         every rescue_interval: claim anyway (a wake-up lost between commit
     │                      and NOTIFY), health-check the idle session, reconcile cancels
     ├── listener           SignalListener: wake-ups and cancel requests; reconnects with backoff
@@ -30,7 +31,7 @@ import trio
 from jobsvc.backoff import run_with_backoff
 from jobsvc.config import Settings
 from jobsvc.errors import DatabaseUnavailable
-from jobsvc.maintenance import Rescuer, RescuerConfig
+from jobsvc.maintenance import Cleaner, CleanerConfig, Rescuer, RescuerConfig
 from jobsvc.metrics import Metrics
 from jobsvc.retry import RetryPolicy
 from jobsvc.worker.claimer import Claimer
@@ -83,6 +84,11 @@ class Worker:
             RescuerConfig(interval=settings.rescue_interval),
             on_rescued=partial(report_rescued, self.metrics),
         )
+        self._cleaner = Cleaner(
+            store,
+            CleanerConfig(retention=settings.retention, interval=settings.clean_interval),
+            on_deleted=self.metrics.cleaned.inc,
+        )
         self._session: StoreSession | None = None
         self._started = False
 
@@ -97,6 +103,7 @@ class Worker:
                 self._executor.default = await self._image_pipeline(stack)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._rescuer.run)
+                nursery.start_soon(self._cleaner.run)
                 nursery.start_soon(self._safety_net)
                 nursery.start_soon(self._listener.run)
                 await run_with_backoff("worker session", partial(self._session_once, task_status))
@@ -110,6 +117,11 @@ class Worker:
     @property
     def running(self) -> int:
         return len(self._executor.running)
+
+    @property
+    def cleaner(self) -> Cleaner:
+        """The retention service (its ``passes`` and ``skipped`` show it at work)."""
+        return self._cleaner
 
     @property
     def session(self) -> StoreSession | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobsvc.config import KNOWN_VARIABLES, Settings
+from jobsvc.config import KNOWN_VARIABLES, Settings, parse_duration
 from jobsvc.errors import ConfigError
 
 
@@ -16,6 +16,7 @@ def test_defaults_match_the_design_table() -> None:
     assert (s.max_image_bytes, s.fetch_timeout, s.max_attempts) == (20971520, 30.0, 3)
     assert (s.allow_private_urls, s.verify_on_enqueue) == (False, True)
     assert (s.rescue_interval, s.shutdown_grace) == (15.0, 30.0)
+    assert (s.retention, s.clean_interval) == (7 * 86400, 60.0)
 
 
 def test_values_are_parsed() -> None:
@@ -59,12 +60,26 @@ def test_flags_override_environment_and_defaults_apply_when_unset() -> None:
         ("JOBSVC_STORAGE_URL", "s3://", "s3://bucket"),
         ("JOBSVC_S3_ENDPOINT_URL", "minio:9000", "http(s) URL"),
         ("JOBSVC_LOG_FORMAT", "xml", "text, json"),
+        ("JOBSVC_RETENTION", "7", "such as 7d, 12h, 30m or 45s, or 0"),
+        ("JOBSVC_RETENTION", "1w", "such as 7d, 12h, 30m or 45s, or 0"),
+        ("JOBSVC_RETENTION", "-1d", "such as 7d, 12h, 30m or 45s, or 0"),
+        ("JOBSVC_RETENTION", "0s", "above 0"),
+        ("JOBSVC_CLEAN_INTERVAL", "soon", "number of seconds"),
     ],
 )
 def test_bad_values_name_the_variable_and_what_is_accepted(var: str, value: str, says: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({var: value})
     assert var in str(info.value) and says in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("7d", 604800), ("12h", 43200), ("30m", 1800), ("45s", 45), ("0", 0), (" 1.5H ", 5400)],
+)
+def test_retention_durations(value: str, seconds: float) -> None:
+    assert parse_duration(value) == seconds
+    assert Settings.from_env({"JOBSVC_RETENTION": value}).retention == seconds
 
 
 def test_database_url_is_required_with_a_hint() -> None:

@@ -1,0 +1,146 @@
+"""Schema upgrades (DESIGN §9): a version-1 database with rows in every status is
+brought to the current version in place by `jobsvc migrate`, rows kept, and runs
+jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
+
+tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from jobsvc import db, queue
+from jobsvc.config import Settings
+from jobsvc.errors import SchemaMismatch
+from jobsvc.model import Job, Status
+from jobsvc.worker import Worker
+from tests.fixtures.app import OpenApi
+from tests.fixtures.processes import JobsvcProcess, service_env
+from tests.support import connect, enqueue, wait_status
+
+V1_SCHEMA = (Path(__file__).parent.parent / "fixtures" / "schema_v1.sql").read_text()
+
+# One row per status, written as version-1 code wrote them.
+V1_ROWS = """
+INSERT INTO jobsvc_results (job_id, result_file, type, img_url, status, attempts, error,
+                            worker_id, started_at, finished_at, cancel_requested_at, created_at)
+VALUES
+  (gen_random_uuid(), 'q.png', 'ingest', 'http://images.test/q.png', 'Queued', 0, NULL,
+   NULL, NULL, NULL, NULL, now() - interval '3 days'),
+  (gen_random_uuid(), 'p.png', 'ingest', 'http://images.test/p.png', 'Processing', 1, NULL,
+   'gone-worker', now() - interval '1 hour', NULL, NULL, now() - interval '2 hours'),
+  (gen_random_uuid(), 'c.png', 'ingest', 'http://images.test/c.png', 'Completed', 1, NULL,
+   NULL, now() - interval '10 days', now() - interval '10 days', NULL, now() - interval '10 days'),
+  (gen_random_uuid(), 'f.png', 'ingest', 'http://images.test/f.png', 'Failed', 3, 'HTTP 404',
+   NULL, now() - interval '1 day', now() - interval '1 day', NULL, now() - interval '1 day'),
+  (gen_random_uuid(), 'x.png', 'ingest', 'http://images.test/x.png', 'Canceled', 0, 'canceled',
+   NULL, NULL, now() - interval '5 minutes', now() - interval '5 minutes', now() - interval '6 minutes')
+"""
+
+
+def make_v1(url: str) -> list[dict[str, Any]]:
+    """Apply the version-1 schema and its rows; returns the rows as stored."""
+    with connect(url) as conn:
+        conn.execute(V1_SCHEMA.encode())
+        conn.execute(V1_ROWS)
+        return conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+
+
+def exact_and_counted(url: str) -> tuple[dict[str, int], dict[str, int]]:
+    with connect(url) as conn:
+        return queue.status_counts_exact(conn), queue.status_counts(conn)
+
+
+async def run_process(spawn: Any, *args: str, env: dict[str, str]) -> JobsvcProcess:
+    proc: JobsvcProcess = spawn(*args, env=env)
+    await trio.to_thread.run_sync(proc.wait, 60)
+    return proc
+
+
+async def test_v1_database_is_refused_then_upgraded_in_place_and_runs_jobs(
+    empty_database_url: str, open_api: OpenApi, spawn: Any, tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    url = empty_database_url
+    before = make_v1(url)
+    assert {r["status"] for r in before} == {s.value for s in Status}
+    env = service_env(url, f"file://{tmp_path}")
+
+    # Behind: the API is not ready and the worker does not start, each saying why.
+    async with open_api(database_url=url) as api:
+        response = await api.client.get("/readyz")
+        assert response.status_code == 503
+        doc = await response.get_json()
+        assert "schema is version 1, older than this jobsvc's version 2: run `jobsvc migrate`" in doc["error"]
+    refused = await run_process(spawn, "worker", env=env)
+    assert refused.popen.returncode == 2
+    assert "worker not started: the database's schema is version 1, older" in refused.output()
+
+    migrated = await run_process(spawn, "migrate", env=env)
+    assert migrated.popen.returncode == 0, migrated.output()
+    assert "version 2" in migrated.output()
+
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 2
+        after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    assert after == before  # every row, every column, as it was
+    exact, counted = exact_and_counted(url)
+    assert counted == exact == {s.value: 1 for s in Status}  # the counters were backfilled
+
+    again = await run_process(spawn, "migrate", env=env)  # idempotent: nothing counted twice
+    assert again.popen.returncode == 0, again.output()
+    assert exact_and_counted(url)[1] == exact
+
+    async with open_api(database_url=url) as api:
+        assert (await api.client.get("/readyz")).status_code == 200
+
+    # A job enqueued on the upgraded database is completed; the v1 Processing row (its
+    # worker long gone) is rescued and run as well. (Retention off: nothing is deleted.)
+    ran: list[str] = []
+
+    async def noop(job: Job) -> None:
+        ran.append(job.result_file)
+
+    worker = Worker(
+        Settings(database_url=url, rescue_interval=0.2, retry_backoff=0, retention=0, worker_id="upgraded"),
+        default_handler=noop,
+    )
+    await nursery.start(worker.run)
+    job = enqueue(url, "http://images.test/new.png")
+    done = await wait_status(url, job.id, Status.COMPLETED, Status.FAILED)
+    assert done.status is Status.COMPLETED and done.finished_at is not None
+    processing = next(r["id"] for r in before if r["status"] == "Processing")
+    assert (await wait_status(url, processing, Status.COMPLETED, Status.FAILED)).status is Status.COMPLETED
+    worker.shutdown()
+    exact, counted = exact_and_counted(url)
+    assert counted == exact and exact["Completed"] == 4 and exact["Queued"] == 0
+
+
+async def test_a_database_newer_than_the_code_is_refused_everywhere(
+    database_url: str, open_api: OpenApi, spawn: Any, tmp_path: Path
+) -> None:
+    with connect(database_url) as conn:
+        conn.execute("UPDATE jobsvc_meta SET schema_version = %s", (queue.SCHEMA_VERSION + 1,))
+    with db.connect(database_url) as conn, pytest.raises(SchemaMismatch, match="newer than this jobsvc"):
+        queue.migrate(conn, queue.load_schema())  # would otherwise write version 2 over 3
+    with connect(database_url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION + 1
+
+    env = service_env(database_url, f"file://{tmp_path}")
+    migrate = await run_process(spawn, "migrate", env=env)
+    assert migrate.popen.returncode == 2 and "upgrade jobsvc" in migrate.output()
+    refused = await run_process(spawn, "worker", env=env)
+    assert refused.popen.returncode == 2 and "newer than this jobsvc's version 2" in refused.output()
+    async with open_api(database_url=database_url) as api:
+        response = await api.client.get("/readyz")
+        assert response.status_code == 503
+        assert "upgrade jobsvc" in (await response.get_json())["error"]
+
+
+def test_the_declared_version_is_the_one_stated_in_schema_sql() -> None:
+    text = queue.load_schema()
+    assert text.count("INSERT INTO jobsvc_meta") == 1
+    assert f"VALUES ({queue.SCHEMA_VERSION})" in text
