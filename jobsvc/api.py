@@ -36,7 +36,6 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 
@@ -54,7 +53,7 @@ from quart_schema import (
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from jobsvc import dashboard, queue
+from jobsvc import dashboard, intake, queue
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
 from jobsvc.errors import (
@@ -74,10 +73,8 @@ from jobsvc.model import (
     Job,
     Status,
     check_file_name,
-    check_image_url,
     job_view,
     parse_job_id,
-    result_file_from_url,
 )
 from jobsvc.schemas import (
     CancelResponse,
@@ -618,22 +615,7 @@ def _register_routes(app: QuartTrio) -> None:
 
 
 def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:
-    job_id = parse_job_id(req.job_id)
-    if not req.type.isprintable():
-        raise InvalidRequest("type must not contain control characters")
-    img_url = check_image_url(req.img_url)
-    run_at = None
-    if req.run_at is not None:
-        run_at = datetime.fromtimestamp(req.run_at / 1000, UTC)
-    return queue.NewResult(
-        job_id=job_id,
-        result_file=result_file_from_url(img_url),
-        type=req.type,
-        img_url=img_url,
-        priority=req.priority if req.priority is not None else 0,
-        run_at=run_at,
-        max_attempts=req.max_attempts if req.max_attempts is not None else settings.max_attempts,
-    )
+    return intake.new_result(req, settings.max_attempts)
 
 
 __all__ = ["ERROR_STATUS", "MAX_BODY_BYTES", "Services", "create_app", "end_event_streams", "status_for"]
