@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from jobsvc.client.http import AsyncClient as AsyncClient
+    from jobsvc.client.http import BatchItem as BatchItem
     from jobsvc.client.http import Client as Client
     from jobsvc.client.http import ClientError as ClientError
     from jobsvc.client.http import Enqueued as Enqueued
@@ -32,16 +33,19 @@ if TYPE_CHECKING:
     from jobsvc.model import Job as Job
     from jobsvc.model import Status as Status
     from jobsvc.schemas import CancelResponse as CancelResponse
+    from jobsvc.schemas import EnqueueRequest as EnqueueRequest
     from jobsvc.schemas import JobView as JobView
     from jobsvc.transactional import enqueue as enqueue
 
 #: Where each public name lives (imported on first access, PEP 562).
 _EXPORTS = {
     "AsyncClient": "jobsvc.client.http",
+    "BatchItem": "jobsvc.client.http",
     "CancelResponse": "jobsvc.schemas",
     "Client": "jobsvc.client.http",
     "ClientError": "jobsvc.client.http",
     "Conflict": "jobsvc.errors",
+    "EnqueueRequest": "jobsvc.schemas",
     "Enqueued": "jobsvc.client.http",
     "InvalidRequest": "jobsvc.errors",
     "Job": "jobsvc.model",
