@@ -8,6 +8,7 @@ import io
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -164,7 +165,10 @@ def test_client_retry(api_url: str, image_server: ImageServer) -> None:
 
 
 def run(backend: str, scenario: Callable[[], Awaitable[None]]) -> None:
-    anyio.run(scenario, backend=backend)
+    """``scenario`` under a fresh event loop of ``backend``, in a thread of its own: the
+    thread is the user's program, whatever loop an earlier test left on this one."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, scenario, backend=backend).result(timeout=120)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
