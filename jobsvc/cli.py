@@ -12,16 +12,19 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from jobsvc import __version__, logs, queue
 from jobsvc.config import Settings
 from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError, SchemaMismatch
+
+if TYPE_CHECKING:
+    from jobsvc.worker import Handler
 
 log = logging.getLogger("jobsvc")
 
@@ -70,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = server("worker", "run a worker process", cmd_worker)
     worker.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
     worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (JOBSVC_METRICS_PORT)")
+    _handler_flag(worker)
     purge = server("purge", "delete old finished rows now (as the cleaner does)", cmd_purge)
     purge.add_argument(
         "--older-than",
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _listen_flags(dev)
     dev.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
     dev.add_argument("--data-dir", type=Path, default=DEV_DIR, help="where the embedded data lives (.jobsvc)")
+    _handler_flag(dev)
 
     try:
         from jobsvc import client
@@ -100,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
 def _listen_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to listen on (JOBSVC_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (JOBSVC_PORT, default 8000)")
+
+
+def _handler_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--handler",
+        action="append",
+        default=[],
+        metavar="TYPE=MODULE:FUNCTION",
+        help="run jobs of TYPE with this async function (repeatable; also the entry-point group "
+        "jobsvc.handlers); other types go to the image pipeline",
+    )
+
+
+def _handlers(args: argparse.Namespace) -> dict[str, Handler]:
+    """Loaded before anything starts: a handler that cannot be imported stops the command."""
+    from jobsvc.handlers import load_handlers
+
+    return load_handlers(args.handler)
 
 
 def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
@@ -192,7 +215,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_schema(settings.require_database_url())
-    trio.run(_serve_until_signal, [partial(run_worker, settings)])
+    handlers = _handlers(args)
+    trio.run(_serve_until_signal, [partial(run_worker, settings, handlers=handlers)])
     return 0
 
 
@@ -205,6 +229,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         "storage_url": f"file://{(data_dir / 'results').resolve()}",
     }
     settings = _settings(args, **defaults)
+    handlers = _handlers(args)
     if not settings.database_url:
         server = embedded.start(data_dir / "pg")
         settings = settings.replace(database_url=embedded.database_url(server))
@@ -213,7 +238,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
     trio.run(
         _serve_until_signal,
-        [partial(serve_api, settings), partial(run_worker, settings)],
+        [partial(serve_api, settings), partial(run_worker, settings, handlers=handlers)],
     )
     return 0
 
@@ -281,11 +306,16 @@ async def serve_api(
 
 
 async def run_worker(
-    settings: Settings, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED
+    settings: Settings,
+    stop: trio.Event,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    *,
+    handlers: Mapping[str, Handler] | None = None,
 ) -> None:
+    from jobsvc.handlers import describe
     from jobsvc.worker import Worker
 
-    worker = Worker(settings)
+    worker = Worker(settings, handlers=handlers)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -297,6 +327,8 @@ async def run_worker(
         print(
             f"jobsvc worker: {settings.worker_id} running {settings.concurrency} jobs at a time", flush=True
         )
+        if handlers:
+            print(f"jobsvc worker: handlers {describe(handlers)}; other types: image pipeline", flush=True)
         task_status.started()
         await stop.wait()
         worker.shutdown()

@@ -53,13 +53,13 @@ class EnqueueRequest(_Camel):
         ),
     ]
     priority: Annotated[StrictInt, Field(ge=-100, le=100)] | None = Field(
-        None, description="higher first; default 0"
+        default=None, description="higher first; default 0"
     )
     run_at: Annotated[StrictInt, Field(ge=0, le=MAX_RUN_AT_MS)] | None = Field(
-        None, description="epoch milliseconds; not claimed before; default now"
+        default=None, description="epoch milliseconds; not claimed before; default now"
     )
     max_attempts: Annotated[StrictInt, Field(ge=1, le=10)] | None = Field(
-        None, description="default JOBSVC_MAX_ATTEMPTS"
+        default=None, description="default JOBSVC_MAX_ATTEMPTS"
     )
 
 

@@ -22,13 +22,12 @@ import binascii
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_querystring, document_request
 
-from jobsvc import queue
+from jobsvc import intake, queue
 from jobsvc.api.services import services
 from jobsvc.api.wire import documented, json_body, json_response, query, validate
 from jobsvc.config import Settings
@@ -37,9 +36,7 @@ from jobsvc.model import (
     Job,
     Status,
     check_file_name,
-    check_image_url,
     parse_job_id,
-    result_file_from_url,
 )
 from jobsvc.schemas import (
     CancelResponse,
@@ -192,22 +189,7 @@ async def download(jobId: str, resultFile: str) -> Response:
 
 
 def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:
-    job_id = parse_job_id(req.job_id)
-    if not req.type.isprintable():
-        raise InvalidRequest("type must not contain control characters")
-    img_url = check_image_url(req.img_url)
-    run_at = None
-    if req.run_at is not None:
-        run_at = datetime.fromtimestamp(req.run_at / 1000, UTC)
-    return queue.NewResult(
-        job_id=job_id,
-        result_file=result_file_from_url(img_url),
-        type=req.type,
-        img_url=img_url,
-        priority=req.priority if req.priority is not None else 0,
-        run_at=run_at,
-        max_attempts=req.max_attempts if req.max_attempts is not None else settings.max_attempts,
-    )
+    return intake.new_result(req, settings.max_attempts)
 
 
 def _encode_cursor(row_id: int) -> str:

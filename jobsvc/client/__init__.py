@@ -1,6 +1,9 @@
 """The client side of jobsvc: the ``enqueue``, ``list``, ``cancel`` and ``watch`` commands.
 
-    http.py      `Client` / `AsyncClient`: one typed method per API call, `ClientError`
+    core.py      sans-I/O: each call's request and the reading of its answer, `ClientError`,
+                 the event stream's resumption (shared by both clients)
+    http.py      `Client` / `AsyncClient` (public as `jobsvc.Client`, `jobsvc.AsyncClient`):
+                 the two thin transports over `core`, blocking and async (trio or asyncio)
     sse.py       the Server-Sent Events parser (pure)
     display.py   the table, the watch lines and progress line, `JobTracker`
     commands.py  argparse wiring and the commands, thin users of `http`

@@ -184,6 +184,12 @@ def _client_parser(
         metavar="API_URL",
         help=f"base URL of the jobsvc API (default: {DEFAULT_URL})",
     )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("JOBSVC_TOKEN") or None,
+        metavar="TOKEN",
+        help="sent as Authorization: Bearer TOKEN (default: JOBSVC_TOKEN)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(command_name=name)
     return parser
@@ -209,7 +215,7 @@ def _command(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    with Client(args.url) as client:
+    with Client(args.url, token=args.token) as client:
         answer = client.enqueue(
             args.job_id or str(uuid.uuid4()),
             args.img_url,
@@ -235,7 +241,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     views: list[JobView] = []
     next_url = None
-    with Client(args.url) as client:
+    with Client(args.url, token=args.token) as client:
         for page in client.pages(status=args.status, job_id=args.job_id, limit=args.limit):
             views.extend(page.views)
             next_url = page.next_url
@@ -253,7 +259,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with Client(args.url) as client:
+    with Client(args.url, token=args.token) as client:
         answer = client.cancel(args.job_id)
     if args.json:
         _print_json(answer.model_dump(mode="json", by_alias=True))
@@ -277,7 +283,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace, display: Display) -> int:
     timeout = math.inf if args.timeout is None else args.timeout
-    async with AsyncClient(args.url) as client:
+    async with AsyncClient(args.url, token=args.token) as client:
         if args.job_id is None:
             with trio.move_on_after(timeout):
                 await _watch_all(client, display)

@@ -1,36 +1,52 @@
-"""Typed HTTP clients of the jobsvc API: `Client` (blocking) and `AsyncClient` (trio).
+"""Typed HTTP clients of the jobsvc API: `Client` (blocking) and `AsyncClient` (trio or
+asyncio, through anyio).
 
 Each method is one API call (README, "HTTP API") and returns the pydantic models of
-`jobsvc.schemas`. Errors, all `ClientError`::
-
-    ClientError                  str(err) is one sentence
-      .status  the HTTP status of a refused request (None: no usable answer)
-      .error   the API's own ``{"error": sentence}`` (None when it sent none)
-      .unavailable  True when the API could not be reached, answered
-                    502/503/504, or an event stream was lost: worth retrying later
-
-httpx's exceptions become `ClientError` in one place, `_translate`; HTTP error
-answers and undecodable bodies in `_decode`. Nothing here prints or exits: the
-commands (`jobsvc.client.commands`) decide what a user sees.
+`jobsvc.schemas`; a refused request raises `ClientError` (status, the server's
+sentence). What a call sends and how its answer is read is `jobsvc.client.core`,
+shared by both classes: this module only moves bytes, sleeps, and writes files.
+Nothing here prints or exits: the commands (`jobsvc.client.commands`) decide what
+a user sees.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import aclosing, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+import builtins
+import inspect
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import aclosing, closing
+from datetime import datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
-from urllib.parse import quote
+from typing import Any, Literal, Protocol, Self, TypeVar
 
+import anyio
 import httpx
-import pydantic
-import trio
 
-from jobsvc import __version__
-from jobsvc.client.sse import SSEParser
-from jobsvc.schemas import CancelResponse, JobView, JobViews
+from jobsvc.client import core
+from jobsvc.client.core import (
+    CONNECT_RETRIES,
+    CONNECT_RETRY_DELAY,
+    CONNECT_TIMEOUT,
+    MAX_RECONNECT_DELAY,
+    MAX_RECONNECTS,
+    REQUEST_TIMEOUT,
+    STREAM_READ_TIMEOUT,
+    BatchItem,
+    Call,
+    ClientError,
+    Enqueued,
+    EventStream,
+    Page,
+    PageWalk,
+    error_sentence,
+    translate,
+)
+from jobsvc.client.display import JobTracker
+from jobsvc.schemas import CancelResponse, EnqueueRequest, JobView
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -39,6 +55,7 @@ __all__ = [
     "REQUEST_TIMEOUT",
     "STREAM_READ_TIMEOUT",
     "AsyncClient",
+    "BatchItem",
     "Client",
     "ClientError",
     "Enqueued",
@@ -47,135 +64,70 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-CONNECT_TIMEOUT = 5.0
-REQUEST_TIMEOUT = 30.0
-#: The API sends a heartbeat comment every 15 s: three missed ones mean the stream is dead.
-STREAM_READ_TIMEOUT = 45.0
-#: Consecutive failed reconnects of an event stream before `AsyncClient.events` gives up.
-MAX_RECONNECTS = 5
-MAX_RECONNECT_DELAY = 10.0
-_UNAVAILABLE_STATUSES = (502, 503, 504)
+JobId = str | uuid.UUID
+Order = Literal["asc", "desc"]
+NewJobs = Iterable[EnqueueRequest | Mapping[str, Any]]
 
 
-class ClientError(Exception):
-    """A request that did not succeed; ``str(err)`` is a sentence (see the module docstring)."""
+class Writable(Protocol):
+    """Where `download` may write: a binary file (``write`` returns a count) or, for
+    `AsyncClient`, also an async file (``write`` returns an awaitable)."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, error: str | None = None, unavailable: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.unavailable = unavailable
+    def write(self, data: bytes, /) -> object: ...
 
 
-@dataclass(frozen=True)
-class Enqueued:
-    """The answer to an enqueue: the job view, and False in ``created`` when an identical
-    request had already enqueued it (HTTP 200: a safe retry) rather than this one (202)."""
-
-    view: JobView
-    created: bool
+Destination = str | os.PathLike[str] | Writable
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of ``GET /results/list``; ``next_url`` is the Link rel=next, if more rows exist."""
-
-    views: list[JobView]
-    next_url: str | None
-
-
-# --- the one place httpx's errors and the API's answers are interpreted --------------
+def _run_at_ms(run_at: int | datetime | None) -> int | None:
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise TypeError("run_at must be an aware datetime (with a time zone) or epoch milliseconds")
+        return int(run_at.timestamp() * 1000)
+    return run_at
 
 
-def _options(url: str, transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "base_url": url,
-        "timeout": httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
-        "headers": {"User-Agent": f"jobsvc/{__version__}"},
-    }
-    if transport is not None:
-        options["transport"] = transport
-    return options
-
-
-@contextmanager
-def _translate(url: str) -> Iterator[None]:
-    """The one place where httpx's exceptions become `ClientError`."""
-    try:
-        yield
-    except httpx.TransportError as exc:
-        raise ClientError(f"cannot reach the API at {url}: {_describe(exc)}", unavailable=True) from exc
-    except httpx.HTTPError as exc:
-        raise ClientError(f"talking to the API at {url} failed: {_describe(exc)}") from exc
-
-
-def _describe(exc: Exception) -> str:
-    return str(exc) or type(exc).__name__
-
-
-def _refused(response: httpx.Response) -> ClientError:
-    status = response.status_code
-    return ClientError(
-        error_sentence(status, response.content),
-        status=status,
-        error=_api_error(response.content),
-        unavailable=status in _UNAVAILABLE_STATUSES,
+def _enqueue_call(
+    job_id: JobId,
+    img_url: str,
+    type: str,
+    priority: int | None,
+    run_at: int | datetime | None,
+    attempts: int | None,
+) -> Call[Enqueued]:
+    return core.enqueue_call(
+        core.enqueue_body(str(job_id), img_url, type, priority, _run_at_ms(run_at), attempts)
     )
 
 
-def _decode(response: httpx.Response, model: Callable[[Any], T]) -> T:
-    """The body of a successful answer as ``model``; raises `ClientError` otherwise."""
+def _part_of(dest: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """A download goes to ``<dest>.part``, renamed when complete: never a truncated image."""
+    path = Path(dest)
+    return path, path.with_name(path.name + ".part")
+
+
+def _check_stream(response: httpx.Response) -> None:
     if not response.is_success:
-        raise _refused(response)
-    try:
-        return model(response.json())
-    except ValueError:  # not JSON, or pydantic's ValidationError: not what the API sends
-        raise ClientError(
-            f"the API answered HTTP {response.status_code} with a body that is not what it documents",
-            status=response.status_code,
-        ) from None
-
-
-def _api_error(body: bytes) -> str | None:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    error = data.get("error") if isinstance(data, dict) else None
-    return error if isinstance(error, str) else None
-
-
-def error_sentence(status: int, body: bytes) -> str:
-    """The API's ``{"error": sentence}``, or a description of an unexpected answer."""
-    error = _api_error(body)
-    if error is not None:
-        return f"{error} (HTTP {status})"
-    snippet = " ".join(body.decode("utf-8", "replace").split())
-    if len(snippet) > 120:
-        snippet = snippet[:119] + "…"
-    return f"the API answered HTTP {status}" + (f": {snippet}" if snippet else "")
-
-
-def _job_path(job_id: str) -> str:
-    return f"/results/{quote(job_id, safe='')}"
-
-
-def _views(data: Any) -> list[JobView]:
-    return JobViews.model_validate(data).root
-
-
-# --- the clients ---------------------------------------------------------------------
+        raise core.refused(response)
 
 
 class Client:
-    """A blocking client of the API at ``url``; close it (or use ``with``) when done."""
+    """A blocking client of the API at ``url``; close it (or use ``with``) when done.
 
-    def __init__(self, url: str, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.url = url
-        self._http = httpx.Client(**_options(url, transport))
+    ``token`` is sent as ``Authorization: Bearer``; ``timeout`` bounds each request
+    (connecting: 5 s). A call whose connection fails is tried again twice.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(**core.client_options(self.url, token, timeout), transport=transport)
 
     def __enter__(self) -> Self:
         return self
@@ -188,59 +140,171 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        with _translate(self.url):
-            return self._http.request(method, path, **kwargs)
+    def _call(self, call: Call[T]) -> T:
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                with translate(self.url):
+                    response = self._http.request(
+                        call.method, call.path, params=call.params or None, json=call.json
+                    )
+                break
+            except ClientError as exc:
+                if attempt == CONNECT_RETRIES or not core.connect_failed(exc.__cause__):
+                    raise
+            time.sleep(CONNECT_RETRY_DELAY * 2**attempt)
+        return call.decode(response)
 
     def enqueue(
         self,
-        job_id: str,
+        job_id: JobId,
         img_url: str,
         *,
         type: str = "ingest",
         priority: int | None = None,
-        run_at: int | None = None,
+        run_at: int | datetime | None = None,
         max_attempts: int | None = None,
     ) -> Enqueued:
-        """``POST /results/enqueue``: one result of a job (``None`` leaves the server's default)."""
-        body: dict[str, Any] = {"jobId": job_id, "type": type, "imgUrl": img_url}
-        optional = {"priority": priority, "runAt": run_at, "maxAttempts": max_attempts}
-        body.update({key: value for key, value in optional.items() if value is not None})
-        response = self._send("POST", "/results/enqueue", json=body)
-        return Enqueued(_decode(response, JobView.model_validate), created=response.status_code != 200)
+        """``POST /results/enqueue``: one result of a job (``None`` leaves the server's default;
+        ``run_at`` in epoch milliseconds or an aware datetime)."""
+        return self._call(_enqueue_call(job_id, img_url, type, priority, run_at, max_attempts))
+
+    def enqueue_many(self, jobs: NewJobs) -> builtins.list[BatchItem]:
+        """``POST /results/batch``, `core.BATCH_LIMIT` jobs per request: one `BatchItem` per
+        job, in order. Items are `EnqueueRequest` or dicts in the API's camelCase."""
+        return [item for body in core.batch_bodies(jobs) for item in self._call(core.batch_call(body))]
+
+    def get(self, job_id: JobId) -> builtins.list[JobView]:
+        """``GET /results/{jobId}``: every result of the job."""
+        return self._call(core.get_call(str(job_id)))
 
     def pages(
-        self, *, status: str | None = None, job_id: str | None = None, limit: int | None = None
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        job_id: JobId | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
     ) -> Iterator[Page]:
         """``GET /results/list``, then each next page (Link rel=next) as long as it is iterated."""
-        params = {"status": status, "jobId": job_id, "limit": limit}
-        response = self._send(
-            "GET", "/results/list", params={k: v for k, v in params.items() if v is not None}
-        )
-        seen: set[str] = set()
-        while True:
-            page = Page(_decode(response, _views), response.links.get("next", {}).get("url"))
+        params = core.list_params(status, None if job_id is None else str(job_id), order, limit)
+        walk = PageWalk()
+        call: Call[Page] | None = core.page_call("/results/list", params)
+        while call is not None:
+            page = self._call(call)
             yield page
-            if page.next_url is None or page.next_url in seen:  # a server looping its links
-                return
-            seen.add(page.next_url)
-            response = self._send("GET", page.next_url)
+            call = walk.next(page)
 
-    def get(self, job_id: str) -> list[JobView]:
-        """``GET /results/{jobId}``: every result of the job."""
-        return _decode(self._send("GET", _job_path(job_id)), _views)
+    def list(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        job_id: JobId | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> Iterator[JobView]:
+        """Every matching result, page after page (``limit`` rows per request)."""
+        for page in self.pages(status=status, job_id=job_id, order=order, limit=limit):
+            yield from page.views
 
-    def cancel(self, job_id: str) -> CancelResponse:
+    def cancel(self, job_id: JobId) -> CancelResponse:
         """``POST /results/{jobId}/cancel``: cancel every unfinished result of the job."""
-        return _decode(self._send("POST", _job_path(job_id) + "/cancel"), CancelResponse.model_validate)
+        return self._call(core.cancel_call(str(job_id)))
+
+    def retry(self, job_id: JobId) -> CancelResponse:
+        """``POST /results/{jobId}/retry``: every Failed or Canceled result back to Queued."""
+        return self._call(core.retry_call(str(job_id)))
+
+    def download(self, job_id: JobId, result_file: str, dest: Destination) -> int:
+        """Stream the stored image to ``dest`` (a path, or a binary file); returns its size.
+
+        Never held in memory whole. A path is written as ``<dest>.part`` and renamed
+        when complete, so a failed download leaves no file behind.
+        """
+        path = core.download_path(str(job_id), result_file)
+        with translate(self.url), self._http.stream("GET", path, follow_redirects=True) as response:
+            if not response.is_success:
+                response.read()
+            _check_stream(response)
+            if not isinstance(dest, str | os.PathLike):
+                return _write_all(dest, response.iter_bytes())
+            final, part = _part_of(dest)
+            try:
+                with part.open("wb") as file:
+                    size = _write_all(file, response.iter_bytes())
+                part.replace(final)
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            return size
+
+    def events(
+        self, job_id: JobId | None = None, *, on_connect: Callable[[], None] | None = None
+    ) -> Generator[JobView, None, None]:
+        """The job view of every ``job`` event of ``GET /results/events``, forever (see
+        `AsyncClient.events`); close the iterator (``contextlib.closing``) to disconnect."""
+        stream = EventStream(self.url, None if job_id is None else str(job_id))
+        while True:
+            with translate(self.url):
+                try:
+                    with self._http.stream(**stream.request_args()) as response:
+                        if response.status_code != 200:
+                            response.read()
+                            raise core.refused(response)
+                        stream.connected()
+                        for index, line in enumerate(response.iter_lines()):
+                            if index == 0 and on_connect is not None:
+                                on_connect()
+                            view = stream.feed(line)
+                            if view is not None:
+                                yield view
+                    reason = "the event stream ended"
+                except httpx.TransportError as exc:
+                    if not stream.ever_connected:
+                        raise  # as `translate` words it: the API cannot be reached
+                    reason = core.describe(exc)
+            time.sleep(stream.reconnect_delay(reason))
+
+    def watch(self, job_id: JobId) -> Iterator[JobView]:
+        """The job's results as they are, then each change, until every result is finished
+        (Completed, Failed or Canceled). A dropped event stream is resumed; an unknown
+        job raises `ClientError` (404)."""
+        tracker = JobTracker(str(job_id))
+        current = self.get(job_id)
+        if current:  # the API's spelling of the id, which its events carry
+            tracker.job_id = str(current[0].job_id)
+        yield from (view for view in current if tracker.update(view))
+        if tracker.finished:
+            return
+        with closing(self.events(tracker.job_id)) as events:
+            for view in events:
+                if tracker.update(view):
+                    yield view
+                if tracker.finished:
+                    return
+
+
+def _write_all(dest: Writable, chunks: Iterator[bytes]) -> int:
+    size = 0
+    for chunk in chunks:
+        dest.write(chunk)
+        size += len(chunk)
+    return size
 
 
 class AsyncClient:
-    """A trio client of the API at ``url``, for what is awaited: following events."""
+    """An async client of the API at ``url`` for trio or asyncio (the same arguments and
+    methods as `Client`, awaited); close it (``aclose``, or ``async with``) when done."""
 
-    def __init__(self, url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url = url
-        self._http = httpx.AsyncClient(**_options(url, transport))
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(**core.client_options(self.url, token, timeout), transport=transport)
 
     async def __aenter__(self) -> Self:
         return self
@@ -253,14 +317,103 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def get(self, job_id: str) -> list[JobView]:
+    async def _call(self, call: Call[T]) -> T:
+        for attempt in range(CONNECT_RETRIES + 1):
+            try:
+                with translate(self.url):
+                    response = await self._http.request(
+                        call.method, call.path, params=call.params or None, json=call.json
+                    )
+                break
+            except ClientError as exc:
+                if attempt == CONNECT_RETRIES or not core.connect_failed(exc.__cause__):
+                    raise
+            await anyio.sleep(CONNECT_RETRY_DELAY * 2**attempt)
+        return call.decode(response)
+
+    async def enqueue(
+        self,
+        job_id: JobId,
+        img_url: str,
+        *,
+        type: str = "ingest",
+        priority: int | None = None,
+        run_at: int | datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Enqueued:
+        """``POST /results/enqueue`` (see `Client.enqueue`)."""
+        return await self._call(_enqueue_call(job_id, img_url, type, priority, run_at, max_attempts))
+
+    async def enqueue_many(self, jobs: NewJobs) -> builtins.list[BatchItem]:
+        """``POST /results/batch`` (see `Client.enqueue_many`)."""
+        return [item for body in core.batch_bodies(jobs) for item in await self._call(core.batch_call(body))]
+
+    async def get(self, job_id: JobId) -> builtins.list[JobView]:
         """``GET /results/{jobId}``: every result of the job."""
-        with _translate(self.url):
-            response = await self._http.get(_job_path(job_id))
-        return _decode(response, _views)
+        return await self._call(core.get_call(str(job_id)))
+
+    async def pages(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        job_id: JobId | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> AsyncGenerator[Page, None]:
+        """``GET /results/list``, then each next page as long as it is iterated."""
+        params = core.list_params(status, None if job_id is None else str(job_id), order, limit)
+        walk = PageWalk()
+        call: Call[Page] | None = core.page_call("/results/list", params)
+        while call is not None:
+            page = await self._call(call)
+            yield page
+            call = walk.next(page)
+
+    async def list(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        job_id: JobId | None = None,
+        order: Order = "asc",
+        limit: int | None = None,
+    ) -> AsyncGenerator[JobView, None]:
+        """Every matching result, page after page (``limit`` rows per request)."""
+        async with aclosing(self.pages(status=status, job_id=job_id, order=order, limit=limit)) as pages:
+            async for page in pages:
+                for view in page.views:
+                    yield view
+
+    async def cancel(self, job_id: JobId) -> CancelResponse:
+        """``POST /results/{jobId}/cancel``: cancel every unfinished result of the job."""
+        return await self._call(core.cancel_call(str(job_id)))
+
+    async def retry(self, job_id: JobId) -> CancelResponse:
+        """``POST /results/{jobId}/retry``: every Failed or Canceled result back to Queued."""
+        return await self._call(core.retry_call(str(job_id)))
+
+    async def download(self, job_id: JobId, result_file: str, dest: Destination) -> int:
+        """Stream the stored image to ``dest``: a path (written through a worker thread,
+        as ``<dest>.part`` then renamed), a binary file, or an async file; returns its size."""
+        path = core.download_path(str(job_id), result_file)
+        with translate(self.url):
+            async with self._http.stream("GET", path, follow_redirects=True) as response:
+                if not response.is_success:
+                    await response.aread()
+                _check_stream(response)
+                if not isinstance(dest, str | os.PathLike):
+                    return await _awrite_all(dest, response.aiter_bytes())
+                final, part = _part_of(dest)
+                try:
+                    async with await anyio.open_file(part, "wb") as file:
+                        size = await _awrite_all(file, response.aiter_bytes())
+                    await anyio.Path(part).replace(final)
+                except BaseException:
+                    part.unlink(missing_ok=True)
+                    raise
+                return size
 
     async def events(
-        self, job_id: str | None = None, *, on_connect: Callable[[], None] | None = None
+        self, job_id: JobId | None = None, *, on_connect: Callable[[], None] | None = None
     ) -> AsyncGenerator[JobView, None]:
         """Yield the job view of every ``job`` event of ``GET /results/events``, forever.
 
@@ -270,66 +423,57 @@ class AsyncClient:
         first connection that fails, or an answer other than 200, raises at once.
         ``on_connect`` runs when a connection's first line arrives: the API subscribes
         a stream before it sends anything, so from then on no change is missed.
-        Cancelling the iteration closes the connection.
+        Cancelling the iteration (or ``aclose``) closes the connection.
         """
-        parser = SSEParser()
-        failures = 0
-        connected = False
+        stream = EventStream(self.url, None if job_id is None else str(job_id))
         while True:
-            with _translate(self.url):
+            with translate(self.url):
                 try:
-                    async with self._connect(job_id, parser) as lines:
-                        failures, connected = 0, True
-                        async with aclosing(_job_events(lines, parser, on_connect)) as views:
-                            async for view in views:
+                    async with self._http.stream(**stream.request_args()) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                            raise core.refused(response)
+                        stream.connected()
+                        first = True
+                        async for line in response.aiter_lines():
+                            if first and on_connect is not None:
+                                on_connect()
+                            first = False
+                            view = stream.feed(line)
+                            if view is not None:
                                 yield view
                     reason = "the event stream ended"
                 except httpx.TransportError as exc:
-                    if not connected:
-                        raise  # as `_translate` words it: the API cannot be reached
-                    reason = _describe(exc)
-            failures += 1
-            if failures > MAX_RECONNECTS:
-                raise ClientError(
-                    f"lost the event stream of {self._http.base_url} ({reason}); gave up after "
-                    f"{MAX_RECONNECTS} reconnects",
-                    unavailable=True,
-                )
-            await trio.sleep(min(parser.retry_seconds * 2 ** (failures - 1), MAX_RECONNECT_DELAY))
+                    if not stream.ever_connected:
+                        raise  # as `translate` words it: the API cannot be reached
+                    reason = core.describe(exc)
+            await anyio.sleep(stream.reconnect_delay(reason))
 
-    @asynccontextmanager
-    async def _connect(self, job_id: str | None, parser: SSEParser) -> AsyncIterator[AsyncIterator[str]]:
-        """One connection of the event stream, answered 200; its lines, until it ends."""
-        params = {} if job_id is None else {"jobId": job_id}
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
-        if parser.last_event_id:
-            headers["Last-Event-ID"] = parser.last_event_id
-        timeout = httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT, read=STREAM_READ_TIMEOUT)
-        request = self._http.stream("GET", "/results/events", params=params, headers=headers, timeout=timeout)
-        async with request as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise _refused(response)
-            parser.reset()
-            yield response.aiter_lines()
+    async def watch(self, job_id: JobId) -> AsyncGenerator[JobView, None]:
+        """The job's results as they are, then each change, until every result is finished
+        (see `Client.watch`)."""
+        tracker = JobTracker(str(job_id))
+        current = await self.get(job_id)
+        if current:
+            tracker.job_id = str(current[0].job_id)
+        for view in current:
+            if tracker.update(view):
+                yield view
+        if tracker.finished:
+            return
+        async with aclosing(self.events(tracker.job_id)) as events:
+            async for view in events:
+                if tracker.update(view):
+                    yield view
+                if tracker.finished:
+                    return
 
 
-async def _job_events(
-    lines: AsyncIterator[str], parser: SSEParser, on_connect: Callable[[], None] | None
-) -> AsyncGenerator[JobView, None]:
-    """The job views of one connection's ``job`` events; ``on_connect`` at its first line."""
-    first = True
-    async for line in lines:
-        if first and on_connect is not None:
-            on_connect()
-        first = False
-        event = parser.feed(line)
-        if event is not None and event.event == "job":
-            yield _event_view(event.data)
-
-
-def _event_view(data: str) -> JobView:
-    try:
-        return JobView.model_validate_json(data)
-    except pydantic.ValidationError:
-        raise ClientError(f"the API sent an event that is not a job view: {data!r:.100}") from None
+async def _awrite_all(dest: Writable, chunks: AsyncIterator[bytes]) -> int:
+    size = 0
+    async for chunk in chunks:
+        written = dest.write(chunk)
+        if inspect.isawaitable(written):
+            await written
+        size += len(chunk)
+    return size

@@ -1,0 +1,75 @@
+"""`jobsvc.enqueue`: enqueue inside the caller's own psycopg transaction (DESIGN §11).
+
+The transactional-enqueue pattern: the job row is written by the same
+transaction as the caller's own rows, so the job exists if and only if they do.
+The request is judged by the API's rules (`jobsvc.intake`) and inserted by the
+API's statement (`queue.enqueue`). The wake-up for the workers and the event for
+``GET /results/events`` subscribers are ``NOTIFY`` statements issued inside the
+transaction: PostgreSQL delivers them when it commits, and never if it rolls back.
+
+What the API does and this does not: the optional probe of the URL
+(``JOBSVC_VERIFY_ON_ENQUEUE``) — a database transaction is no place to wait on a
+remote host; the worker verifies the content regardless. Also, nothing here reads
+the environment: ``max_attempts=None`` means 3, the API's default.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, cast
+
+import psycopg
+from psycopg.rows import dict_row
+
+from jobsvc import intake, queue
+from jobsvc.db import Conn
+from jobsvc.model import Job
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "enqueue"]
+
+#: ``max_attempts`` when none is given (``JOBSVC_MAX_ATTEMPTS``'s default for the API).
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def enqueue(
+    conn: psycopg.Connection[Any],
+    *,
+    job_id: uuid.UUID | str,
+    img_url: str,
+    type: str = "ingest",
+    priority: int = 0,
+    run_at: datetime | int | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Enqueue one result of a job in ``conn``'s current transaction; returns its row.
+
+    ``run_at``: an aware `datetime`, or epoch milliseconds as in the API; None is now.
+    An identical request for an existing (job id, result file) returns the existing
+    row and sends nothing; a different one raises `jobsvc.Conflict`; a request the
+    API would refuse raises `jobsvc.InvalidRequest` with the API's sentence. Neither
+    error writes anything or breaks the transaction: the caller decides what to do.
+
+    ``conn`` may use any row factory: the statements run on a cursor of its own.
+    """
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise TypeError("run_at must be an aware datetime (with a time zone) or epoch milliseconds")
+        run_at = int(run_at.timestamp() * 1000)
+    fields = {
+        "jobId": str(job_id),
+        "type": type,
+        "imgUrl": img_url,
+        "priority": priority,
+        "runAt": run_at,
+        "maxAttempts": max_attempts,
+    }
+    new = intake.new_result(intake.parse_request(fields), DEFAULT_MAX_ATTEMPTS)
+    with conn.cursor(row_factory=dict_row) as cursor:
+        # A cursor answers execute/fetchone like the connection queue's functions
+        # expect, with dict rows whatever the caller's connection uses.
+        dict_conn = cast(Conn, cursor)
+        job, created = queue.enqueue(dict_conn, new)
+        if created:
+            queue.announce(dict_conn, [job.id], wakeup=True)
+    return job
