@@ -42,6 +42,16 @@ WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS N
 RETURNING id
 """
 
+# Retry: Failed and Canceled rows start over, as if just enqueued (attempts from 0,
+# due now). The caller holds the job's row locks (CANCEL_LOCK_SQL), as cancel does.
+RETRY_SQL = """
+UPDATE jobsvc_results
+SET status = 'Queued', attempts = 0, error = NULL, run_at = now(), updated_at = now(),
+    started_at = NULL, finished_at = NULL, cancel_requested_at = NULL, worker_id = NULL
+WHERE job_id = %(job_id)s AND status IN ('Failed', 'Canceled')
+RETURNING id
+"""
+
 GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
 GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
 GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"

@@ -44,6 +44,7 @@ from jobsvc.queries import (
     NOTIFY_SQL,
     QUEUE_AGE_SQL,
     RESCUE_LOCK_SQL,
+    RETRY_SQL,
     SCHEMA_EXISTS_SQL,
     SCHEMA_VERSION_SQL,
     STATS_SQL,
@@ -217,6 +218,21 @@ def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
     conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id, "error": CANCELED_ERROR})
     requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, {"job_id": job_id})]
     notify_ids(conn, CANCEL_CHANNEL, requested)
+    return get_job(conn, job_id)
+
+
+def retry(conn: Conn, job_id: uuid.UUID) -> list[Job]:
+    """Put every Failed or Canceled result of a job back to Queued (attempts from 0, error
+    cleared, due now) and wake the workers; returns the job's rows afterwards.
+
+    The same row locks as `cancel`, in the same order: a retry and a cancel of one job
+    run one after the other, never interleaved.
+    """
+    locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
+    if not locked:
+        raise NotFound(f"job {job_id} does not exist")
+    if conn.execute(RETRY_SQL, {"job_id": job_id}).fetchall():
+        wake_workers(conn)
     return get_job(conn, job_id)
 
 

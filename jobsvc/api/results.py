@@ -1,4 +1,4 @@
-"""The results routes: enqueue, list, get, cancel, download.
+"""The results routes: enqueue, batch, list, get, cancel, retry, download.
 
 Choices the contract (README, "HTTP API") leaves open:
 
@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import json
 import re
+import uuid
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
@@ -150,6 +151,23 @@ async def cancel(jobId: str) -> Response:
     svc = services()
     jobs = await svc.run(lambda c: queue.cancel(c, jid))
     svc.metrics.cancels.inc()
+    return _summary_response(jid, jobs)
+
+
+@blueprint.post("/results/<jobId>/retry")
+@documented((200, CancelResponse, None), (404, ErrorBody, None))
+async def retry(jobId: str) -> Response:
+    """Put every Failed or Canceled result of a job back to Queued.
+
+    Attempts start from 0 again, the error is cleared and the result is due now;
+    other results are left as they are. The answer has the cancel answer's shape.
+    """
+    jid = parse_job_id(jobId)
+    jobs = await services().run(lambda c: queue.retry(c, jid))
+    return _summary_response(jid, jobs)
+
+
+def _summary_response(jid: uuid.UUID, jobs: list[Job]) -> Response:
     return json_response(
         {
             "jobId": str(jid),

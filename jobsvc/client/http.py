@@ -234,6 +234,10 @@ class Client:
         """``POST /results/{jobId}/cancel``: cancel every unfinished result of the job."""
         return _decode(self._send("POST", _job_path(job_id) + "/cancel"), CancelResponse.model_validate)
 
+    def retry(self, job_id: str) -> CancelResponse:
+        """``POST /results/{jobId}/retry``: put the job's Failed and Canceled results back to Queued."""
+        return _decode(self._send("POST", _job_path(job_id) + "/retry"), CancelResponse.model_validate)
+
 
 class AsyncClient:
     """A trio client of the API at ``url``, for what is awaited: following events."""
