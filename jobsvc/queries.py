@@ -1,6 +1,7 @@
 """Every SQL statement that reads or moves a job, as named constants.
 
-Parameters are always bound (``%(name)s``), never formatted in. The statements
+Parameters are always bound (``%(name)s``), never formatted in; the one statement
+with a variable shape, the list, is composed from fixed fragments (`list_sql`). The statements
 decide nothing about retries: `jobsvc.retry` decides, and `FINISH_LOCK_SQL` /
 `RESCUE_LOCK_SQL` read the rows it decides about (under their row locks) and
 `WRITE_DECISIONS_SQL` writes what it decided. docs/ARCHITECTURE.md explains why
@@ -8,6 +9,11 @@ each statement is shaped the way it is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from psycopg import sql
 
 MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
 SCHEMA_EXISTS_SQL = "SELECT to_regclass('jobsvc_meta') IS NOT NULL AS ok"
@@ -55,24 +61,6 @@ RETURNING id
 GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
 GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
 GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
-LIST_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id > %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id
-LIMIT %(limit)s
-"""
-# Newest first: the keyset runs downwards (``after`` is the last id of the previous page).
-LIST_DESC_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id < %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id DESC
-LIMIT %(limit)s
-"""
-
 NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # --- worker side --------------------------------------------------------------------
@@ -161,3 +149,89 @@ SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
        count(*)::bigint AS depth
 FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
 """
+
+
+# --- the list -----------------------------------------------------------------------
+# Composed from the fixed fragments below, so that each filter combination is its own
+# statement with its own plan (a generic `(%s IS NULL OR …)` plan cannot use an index
+# for the filters it might skip). Values are always bound parameters.
+#
+# The order is (created_at, id), the keyset cursor the last row's pair; the indexes in
+# schema.sql serve each shape: no status → (created_at, id); per status →
+# (status, created_at, id); a type → (type, status, created_at, id), one branch per
+# status (every status when none is given), merged by a Merge Append: PostgreSQL 15
+# cannot walk one index in order across several values of its leading column. With a
+# jobId, the unique (job_id, result_file) index finds the job's few rows and they are
+# sorted.
+
+ListOrder = Literal["asc", "desc"]
+
+_LIST_ORDER = {
+    "asc": sql.SQL("ORDER BY created_at, id"),
+    "desc": sql.SQL("ORDER BY created_at DESC, id DESC"),
+}
+_LIST_KEYSET = {
+    "asc": sql.SQL("(created_at, id) > (%(after_created)s, %(after_id)s)"),
+    "desc": sql.SQL("(created_at, id) < (%(after_created)s, %(after_id)s)"),
+}
+_LIST_JOB = sql.SQL("job_id = %(job_id)s")
+_LIST_STATUSES = sql.SQL("status = ANY(%(statuses)s::text[])")
+_LIST_TYPE = sql.SQL("type = %(type)s")
+_LIST_CREATED_FROM = sql.SQL("created_at >= %(created_from)s")
+_LIST_CREATED_BEFORE = sql.SQL("created_at < %(created_before)s")
+_LIST_PAGE = sql.SQL("SELECT * FROM jobsvc_results WHERE {where} {order} LIMIT %(limit)s")
+_LIST_MERGE = sql.SQL("SELECT * FROM ({branches}) AS page {order} LIMIT %(limit)s")
+#: The bound parameter of the status of branch i (fixed names: at most one per status).
+LIST_STATUS_PARAMS = tuple(f"status_{i}" for i in range(5))
+
+
+def list_sql(
+    *,
+    order: ListOrder,
+    branches: int,
+    any_status: bool,
+    job_id: bool,
+    type: bool,
+    created_from: bool,
+    created_before: bool,
+    after: bool,
+) -> sql.Composed:
+    """The list statement for one combination of filters.
+
+    ``branches`` > 0: one ``status = %(status_i)s`` branch per status, each walking its
+    index in order up to the limit, merged (parameters ``status_0`` …). ``any_status``:
+    ``status = ANY(%(statuses)s)`` in one scan instead (for a jobId's few rows). The other
+    flags add their fragment; parameters: ``job_id``, ``type``,
+    ``created_from`` (inclusive), ``created_before`` (exclusive), ``after_created`` and
+    ``after_id`` (the keyset), ``limit``.
+    """
+    if not 0 <= branches <= len(LIST_STATUS_PARAMS):
+        raise ValueError(f"at most {len(LIST_STATUS_PARAMS)} status branches")
+    common = [
+        fragment
+        for wanted, fragment in (
+            (any_status, _LIST_STATUSES),
+            (job_id, _LIST_JOB),
+            (type, _LIST_TYPE),
+            (created_from, _LIST_CREATED_FROM),
+            (created_before, _LIST_CREATED_BEFORE),
+            (after, _LIST_KEYSET[order]),
+        )
+        if wanted
+    ]
+    if branches == 0:
+        return _LIST_PAGE.format(where=_conjunction(common), order=_LIST_ORDER[order])
+    parts = [
+        sql.SQL("({})").format(
+            _LIST_PAGE.format(
+                where=_conjunction([sql.SQL("status = {}").format(sql.Placeholder(name)), *common]),
+                order=_LIST_ORDER[order],
+            )
+        )
+        for name in LIST_STATUS_PARAMS[:branches]
+    ]
+    return _LIST_MERGE.format(branches=sql.SQL(" UNION ALL ").join(parts), order=_LIST_ORDER[order])
+
+
+def _conjunction(fragments: Sequence[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(fragments) if fragments else sql.SQL("true")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from jobsvc.db import Conn
 from jobsvc.errors import Conflict, NotFound
@@ -37,8 +37,7 @@ from jobsvc.queries import (
     GET_BY_IDS_SQL,
     GET_JOB_SQL,
     GET_RESULT_SQL,
-    LIST_DESC_SQL,
-    LIST_SQL,
+    LIST_STATUS_PARAMS,
     MIGRATE_LOCK_SQL,
     NEXT_DUE_SQL,
     NOTIFY_SQL,
@@ -50,10 +49,12 @@ from jobsvc.queries import (
     STATS_SQL,
     UNLOCK_SQL,
     WRITE_DECISIONS_SQL,
+    ListOrder,
+    list_sql,
 )
 from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 
-__all__ = ["SCHEMA_VERSION", "NewResult", "Outcome"]
+__all__ = ["SCHEMA_VERSION", "ListCursor", "ListFilter", "NewResult", "Outcome"]
 
 WAKEUP_CHANNEL = "jobsvc_wakeup"
 CANCEL_CHANNEL = "jobsvc_cancel"
@@ -184,25 +185,66 @@ def get_by_ids(conn: Conn, ids: Sequence[int]) -> list[Job]:
     return [Job.from_row(r) for r in conn.execute(GET_BY_IDS_SQL, {"ids": list(ids)})]
 
 
-def list_jobs(
-    conn: Conn,
-    *,
-    status: Status | None,
-    job_id: uuid.UUID | None,
-    after: int,
-    limit: int,
-    order: Literal["asc", "desc"] = "asc",
-) -> list[Job]:
-    """Results in id order (oldest first; ``order="desc"``: newest first) after the keyset
-    cursor ``after`` (0: from the start)."""
-    desc = order == "desc"
-    params: dict[str, Any] = {
-        "after": (after or 2**63 - 1) if desc else after,
-        "status": None if status is None else status.value,
-        "job_id": job_id,
-        "limit": limit,
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which results a list shows, and in which order (by ``(created_at, id)``)."""
+
+    statuses: tuple[Status, ...] = ()  # empty: every status
+    job_id: uuid.UUID | None = None
+    type: str | None = None
+    created_from: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+    order: ListOrder = "asc"
+
+
+@dataclass(frozen=True, slots=True)
+class ListCursor:
+    """The last row of the previous page: the next page starts past it, in either order."""
+
+    created_at: datetime
+    id: int
+
+    @classmethod
+    def of(cls, job: Job) -> ListCursor:
+        return cls(job.created_at, job.id)
+
+
+def list_jobs(conn: Conn, where: ListFilter, *, after: ListCursor | None, limit: int) -> list[Job]:
+    """Up to ``limit`` results matching ``where``, oldest first (``order="desc"``: newest
+    first), past the keyset cursor ``after`` (None: from the start)."""
+    statuses = list(dict.fromkeys(where.statuses))
+    # A jobId has few rows: one scan of its index. Otherwise one branch per status, each
+    # walking its own index in order (every status when a type is given, for the type's
+    # index); no status filter at all walks (created_at, id).
+    if where.job_id is not None or (where.type is None and not statuses):
+        branches = 0
+    else:
+        branches = len(statuses or Status)
+    params: dict[str, Any] = {"limit": limit}
+    if branches:
+        params.update(zip(LIST_STATUS_PARAMS, (s.value for s in statuses or Status), strict=False))
+    elif statuses:
+        params["statuses"] = [s.value for s in statuses]
+    optional = {
+        "job_id": where.job_id,
+        "type": where.type,
+        "created_from": where.created_from,
+        "created_before": where.created_before,
     }
-    return [Job.from_row(r) for r in conn.execute(LIST_DESC_SQL if desc else LIST_SQL, params)]
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if after is not None:
+        params.update(after_created=after.created_at, after_id=after.id)
+    statement = list_sql(
+        order=where.order,
+        branches=branches,
+        any_status=branches == 0 and bool(statuses),
+        job_id=where.job_id is not None,
+        type=where.type is not None,
+        created_from=where.created_from is not None,
+        created_before=where.created_before is not None,
+        after=after is not None,
+    )
+    return [Job.from_row(r) for r in conn.execute(statement, params)]
 
 
 def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:

@@ -157,11 +157,24 @@ class ReadyBody(_Camel):
 
 
 class ListQuery(_Camel):
-    status: Status | None = None
+    status: str | None = Field(
+        None,
+        description="one status or several, comma-separated: " + ",".join(s.value for s in Status),
+        examples=["Failed,Canceled"],
+    )
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    type: str | None = Field(None, min_length=1, max_length=MAX_TYPE_LENGTH)
+    created_after: int | None = Field(
+        None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with a later createdAt"
+    )
+    created_before: int | None = Field(
+        None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with an earlier createdAt"
+    )
     order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first; desc: newest first")
     limit: int = Field(100, ge=1, le=1000)
-    after: str | None = Field(None, description="opaque cursor from the previous page's Link header")
+    after: str | None = Field(
+        None, description="opaque cursor from the previous page's Link header (either order)"
+    )
 
 
 class StatsBody(_Camel):
