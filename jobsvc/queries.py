@@ -35,6 +35,37 @@ SELECT *, false AS inserted FROM jobsvc_results
 WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
 """
 
+# Batch enqueue: ENQUEUE_SQL for many rows in one statement, inserted in input order
+# (so their ids are). Keys are unique in the input (the caller judges in-batch
+# duplicates). Rows that exist come back with inserted = false; a key in neither half
+# was committed by a concurrent writer after this statement's snapshot.
+ENQUEUE_MANY_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(%(job_ids)s::uuid[], %(result_files)s::text[], %(types)s::text[],
+                         %(img_urls)s::text[], %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
+                         %(max_attempts)s::int[]) WITH ORDINALITY
+        AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, n)
+), ins AS (
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
+    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts
+    FROM input ORDER BY n
+    ON CONFLICT (job_id, result_file) DO NOTHING
+    RETURNING *
+)
+SELECT *, true AS inserted FROM ins
+UNION ALL
+SELECT r.*, false AS inserted
+FROM jobsvc_results r JOIN input i ON r.job_id = i.job_id AND r.result_file = i.result_file
+WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
+"""
+# Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
+EXISTING_KEYS_SQL = """
+SELECT r.job_id, r.result_file
+FROM jobsvc_results r
+JOIN unnest(%(job_ids)s::uuid[], %(result_files)s::text[]) AS k(job_id, result_file)
+  ON r.job_id = k.job_id AND r.result_file = k.result_file
+"""
+
 CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
 CANCEL_QUEUED_SQL = """
 UPDATE jobsvc_results

@@ -32,7 +32,9 @@ from jobsvc.queries import (
     CANCEL_QUEUED_SQL,
     CANCEL_REQUESTED_SQL,
     CLAIM_SQL,
+    ENQUEUE_MANY_SQL,
     ENQUEUE_SQL,
+    EXISTING_KEYS_SQL,
     FINISH_LOCK_SQL,
     GET_BY_IDS_SQL,
     GET_JOB_SQL,
@@ -160,9 +162,56 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
     inserted = bool(row.pop("inserted"))
     job = Job.from_row(row)
-    if not inserted and (job.type != new.type or job.img_url != new.img_url):
-        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
+    if not inserted:
+        check_identical(job, new)
     return job, inserted
+
+
+def check_identical(job: Job, new: NewResult) -> None:
+    """Raise `Conflict` unless ``new`` is the request that created ``job`` (same key,
+    type and URL): what decides between 200 and 409 for an existing result."""
+    if job.type != new.type or job.img_url != new.img_url:
+        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
+
+
+Key = tuple[uuid.UUID, str]
+
+
+def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, bool]]:
+    """Insert many results (keys unique) in one statement; ``(job, created)`` per key.
+
+    ``created=False`` is an existing row, identical or not (`check_identical` judges).
+    """
+    found: dict[Key, tuple[Job, bool]] = {}
+    todo = list(news)
+    # As in `enqueue`: a key committed concurrently after the snapshot is in neither
+    # half of the statement; run those again with a fresh snapshot (at most twice more).
+    for _ in range(3):
+        params = {
+            "job_ids": [n.job_id for n in todo],
+            "result_files": [n.result_file for n in todo],
+            "types": [n.type for n in todo],
+            "img_urls": [n.img_url for n in todo],
+            "priorities": [n.priority for n in todo],
+            "run_ats": [n.run_at for n in todo],
+            "max_attempts": [n.max_attempts for n in todo],
+        }
+        for row in conn.execute(ENQUEUE_MANY_SQL, params):
+            inserted = bool(row.pop("inserted"))
+            job = Job.from_row(row)
+            found[(job.job_id, job.result_file)] = (job, inserted)
+        todo = [n for n in todo if (n.job_id, n.result_file) not in found]
+        if not todo:
+            return found
+    raise Conflict(  # pragma: no cover - needs three concurrent conflicting writers in a row
+        f"job {todo[0].job_id} result {todo[0].result_file!r} is being written concurrently"
+    )
+
+
+def existing_keys(conn: Conn, keys: Sequence[Key]) -> set[Key]:
+    """Which of ``keys`` exist as results."""
+    params = {"job_ids": [k[0] for k in keys], "result_files": [k[1] for k in keys]}
+    return {(r["job_id"], r["result_file"]) for r in conn.execute(EXISTING_KEYS_SQL, params)}
 
 
 def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:

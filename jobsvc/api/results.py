@@ -24,6 +24,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from quart import Blueprint, Response, request
@@ -57,7 +58,7 @@ from jobsvc.schemas import (
     job_view,
 )
 
-__all__ = ["PRESIGN_SECONDS", "blueprint"]
+__all__ = ["PRESIGN_SECONDS", "blueprint", "judge"]
 
 #: How long a presigned download URL stays valid.
 PRESIGN_SECONDS = 300
@@ -81,8 +82,7 @@ async def enqueue() -> Response:
     identical retry; 409 when the (jobId, resultFile) exists from another request.
     """
     svc = services()
-    req = validate(EnqueueRequest, await json_body())
-    new = _new_result(req, svc.settings)
+    new = judge(await json_body(), svc.settings)
     if svc.settings.verify_on_enqueue:
         existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file))
         if existing is None:
@@ -211,6 +211,13 @@ async def download(jobId: str, resultFile: str) -> Response:
         content_type=stored.content_type,
         headers={"Content-Length": str(stored.size), "Content-Disposition": disposition},
     )
+
+
+def judge(item: Any, settings: Settings) -> queue.NewResult:
+    """An enqueue request (the parsed JSON), validated: the one judgement of
+    ``POST /results/enqueue`` and of each item of ``POST /results/batch``.
+    Raises `InvalidRequest` with the sentence of the first problem."""
+    return _new_result(validate(EnqueueRequest, item), settings)
 
 
 def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:

@@ -4,6 +4,8 @@ through the app's real lifespan (DESIGN §2: POST /results/{jobId}/retry, POST
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,10 +15,12 @@ import pytest
 import trio
 
 from jobsvc import queue
+from jobsvc.api.batch import PROBE_CONCURRENCY
 from jobsvc.queue import Outcome
-from jobsvc.schemas import CancelResponse
-from tests.fixtures.app import Api
-from tests.integration.test_api import Notifications, enqueue, error_of
+from jobsvc.schemas import BatchResponse, CancelResponse
+from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.images import ImageServer
+from tests.integration.test_api import Notifications, body, enqueue, error_of
 from tests.support import in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -237,3 +241,142 @@ async def test_list_filters_by_status_list_type_and_creation_time(api: Api, conn
 )
 async def test_list_bad_filter_is_400(api: Api, query: str) -> None:
     await error_of(await api.client.get(f"/results/list?{query}"), 400)
+
+
+# --------------------------------------------------------------------------- batch
+
+
+async def post_batch(api: Api, jobs: list[Any]) -> list[dict[str, Any]]:
+    response = await api.client.post("/results/batch", json={"jobs": jobs})
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    doc = await response.get_json()
+    BatchResponse.model_validate(doc)
+    results: list[dict[str, Any]] = doc["results"]
+    assert len(results) == len(jobs)
+    return results
+
+
+async def test_batch_judges_new_identical_conflicting_and_invalid_items_in_order(
+    api: Api, conn: Conn, notifications: Any
+) -> None:
+    existing = body(imgUrl="http://h.test/old.png")
+    assert (await api.client.post("/results/enqueue", json=existing)).status_code == 202
+    fresh = [body(imgUrl=f"http://h.test/new-{i}.png") for i in range(3)]
+    twin = body(imgUrl="http://h.test/twin.png")
+    listener = notifications(queue.WAKEUP_CHANNEL, queue.EVENTS_CHANNEL)
+
+    jobs: list[Any] = [
+        fresh[0],  # 0: new
+        existing,  # 1: identical to an existing result
+        {**existing, "type": "other"},  # 2: same key, different request
+        {**fresh[1], "jobId": "nope"},  # 3: invalid id
+        twin,  # 4: new
+        fresh[1],  # 5: new
+        {**twin, "imgUrl": "http://h.test/twin.png?v=2"},  # 6: same key as 4, different URL
+        twin,  # 7: same request as 4, later in the batch
+        [1, 2],  # 8: not an object
+        {"jobId": str(uuid.uuid4()), "type": "ingest"},  # 9: no imgUrl
+        {**fresh[2], "priority": 101},  # 10: out of range
+        fresh[2],  # 11: new (its invalid twin above is no row)
+    ]
+    results = await post_batch(api, jobs)
+    statuses = [r["status"] for r in results]
+    assert statuses == [202, 200, 409, 400, 202, 202, 409, 200, 400, 400, 400, 202]
+    for r in results:
+        assert (r["job"] is None) == (r["status"] not in (200, 202))
+        assert (r["error"] is None) == (r["status"] in (200, 202))
+    for conflict in (results[2], results[6]):
+        assert "from a different request" in conflict["error"]
+    assert "UUID" in results[3]["error"] and "JSON object" in results[8]["error"]
+    assert "imgUrl is required" in results[9]["error"] and "priority" in results[10]["error"]
+    assert results[7]["job"] == results[4]["job"] and results[4]["job"]["status"] == "Queued"
+    assert results[1]["job"]["resultFile"] == "old.png"
+
+    # Inserted once each, in input order, in one transaction (one now(), one created_at).
+    new_ids = [(r["job"]["jobId"], r["job"]["resultFile"]) for r in results if r["status"] == 202]
+    select = "SELECT id, job_id, result_file, created_at FROM jobsvc_results ORDER BY id"
+    rows = await in_thread(conn, lambda c: c.execute(select).fetchall())
+    assert [(str(r["job_id"]), r["result_file"]) for r in rows[1:]] == new_ids
+    assert len({r["created_at"] for r in rows[1:]}) == 1
+
+    # One wake-up for the whole batch, and the new rows announced on the events channel.
+    announced: set[int] = set()
+    wakeups = 0
+    with trio.fail_after(5):
+        while len(announced) < 4:
+            notification = await listener.next()
+            if notification.channel == queue.WAKEUP_CHANNEL:
+                wakeups += 1
+            else:
+                announced.update(int(i) for i in notification.payload.split(","))
+    assert announced == {r["id"] for r in rows[1:]} and wakeups == 1
+
+
+async def test_batch_of_a_thousand_items_is_accepted_and_more_is_413(api: Api) -> None:
+    jobs = [body(imgUrl=f"http://h.test/many/{i}.png") for i in range(1000)]
+    assert len(json.dumps({"jobs": jobs})) > 64 * 1024  # over the single enqueue's limit
+    results = await post_batch(api, jobs)
+    assert {r["status"] for r in results} == {202}
+    assert [r["job"]["resultFile"] for r in results] == [f"{i}.png" for i in range(1000)]
+    again = await post_batch(api, jobs)  # a client retrying the whole batch
+    assert {r["status"] for r in again} == {200}
+    too_many = await api.client.post("/results/batch", json={"jobs": [*jobs, body()]})
+    assert "at most 1000" in await error_of(too_many, 413)
+
+
+async def test_batch_body_over_4_mib_is_413(api: Api) -> None:
+    padded = {"jobs": [body(padding="x" * (5 * 1024 * 1024))]}
+    too_big = await api.client.post("/results/batch", json=padded)
+    assert "larger than 4194304 bytes" in await error_of(too_big, 413)
+    # The single enqueue keeps its own limit.
+    big = body(padding="x" * (100 * 1024))
+    single = await api.client.post("/results/enqueue", json=big)
+    assert "larger than 65536 bytes" in await error_of(single, 413)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [[body()], {"job": [body()]}, {"jobs": body()}, {"jobs": None}, {"jobs": []}, "jobs", 3],
+)
+async def test_batch_envelope_must_be_an_object_with_a_jobs_array(api: Api, doc: Any) -> None:
+    await error_of(await api.client.post("/results/batch", json=doc), 400)
+
+
+async def test_batch_refuses_non_json_and_malformed_json(api: Api) -> None:
+    text = await api.client.post("/results/batch", data=b"{}", headers={"Content-Type": "text/plain"})
+    await error_of(text, 415)
+    json_type = {"Content-Type": "application/json"}
+    bad = await api.client.post("/results/batch", data=b'{"jobs": [', headers=json_type)
+    assert "not valid JSON" in await error_of(bad, 400)
+
+
+async def test_batch_probes_only_new_urls_and_refuses_unreachable_ones(
+    open_api: OpenApi, image_server: ImageServer
+) -> None:
+    key = uuid.uuid4().hex
+    good, old, missing = (f"/img/{key}-good.png", f"/img/{key}-old.png", f"/404/{key}-gone.png")
+    async with open_api(verify_on_enqueue=True) as api:
+        existing = body(imgUrl=image_server.url(old))
+        assert (await api.client.post("/results/enqueue", json=existing)).status_code == 202
+        gone = body(imgUrl=image_server.url(missing))
+        results = await post_batch(api, [body(imgUrl=image_server.url(good)), existing, gone, gone])
+    assert [r["status"] for r in results] == [202, 200, 400, 400]
+    assert "not a reachable image" in results[2]["error"] and results[3]["error"] == results[2]["error"]
+    assert image_server.hits(good) == 1 and image_server.hits(old) == 1  # not probed again
+    assert image_server.hits(missing) == 1  # the duplicate shares its first's answer
+
+
+async def test_batch_probes_concurrently_within_the_bound(
+    open_api: OpenApi, image_server: ImageServer
+) -> None:
+    # Every URL hangs until the probe's timeout: 2 waves of PROBE_CONCURRENCY plus one
+    # more cannot take less than 3 timeouts if bounded, nor 33 timeouts if concurrent.
+    timeout = 0.3
+    key = uuid.uuid4().hex
+    jobs = [body(imgUrl=image_server.url(f"/hang/{key}/{i}.png")) for i in range(2 * PROBE_CONCURRENCY + 1)]
+    async with open_api(verify_on_enqueue=True, probe_timeout=timeout) as api:
+        started = time.monotonic()
+        results = await post_batch(api, jobs)
+        elapsed = time.monotonic() - started
+    assert {r["status"] for r in results} == {400}
+    assert 3 * timeout <= elapsed < 10 * timeout, elapsed
