@@ -260,7 +260,9 @@ async def test_batch_judges_new_identical_conflicting_and_invalid_items_in_order
     api: Api, conn: Conn, notifications: Any
 ) -> None:
     existing = body(imgUrl="http://h.test/old.png")
-    assert (await api.client.post("/results/enqueue", json=existing)).status_code == 202
+    # Inserted directly, not through the API: its own (coalesced, later) announcement
+    # would otherwise race the batch's on the listener below.
+    await in_thread(conn, lambda c: queue.enqueue(c, new_result(uuid.UUID(existing["jobId"]), "old.png")))
     fresh = [body(imgUrl=f"http://h.test/new-{i}.png") for i in range(3)]
     twin = body(imgUrl="http://h.test/twin.png")
     listener = notifications(queue.WAKEUP_CHANNEL, queue.EVENTS_CHANNEL)
