@@ -69,6 +69,15 @@ CREATE INDEX IF NOT EXISTS jobsvc_results_processing_idx
 -- `GET /results/list?status=…` pages through one status in id order.
 CREATE INDEX IF NOT EXISTS jobsvc_results_status_idx ON jobsvc_results (status, id);
 
+-- `GET /results/list` runs in (created_at, id) order, either way, keyset-paged; each
+-- filter combination walks one of these in order (queries.list_sql says which; the
+-- plans on a million rows are in bench/README.md, "List plans").
+CREATE INDEX IF NOT EXISTS jobsvc_results_created_idx ON jobsvc_results (created_at, id);
+CREATE INDEX IF NOT EXISTS jobsvc_results_status_created_idx
+    ON jobsvc_results (status, created_at, id);
+CREATE INDEX IF NOT EXISTS jobsvc_results_type_created_idx
+    ON jobsvc_results (type, status, created_at, id);
+
 -- ---------------------------------------------------------------------------
 -- Change events: every UPDATE that changes a row's status (or requests its
 -- cancellation) announces the row ids on channel jobsvc_events, one NOTIFY per

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "pickup": "bench.pickup",
     "cancel": "bench.cancel",
     "http": "bench.http_enqueue",
+    "batch": "bench.batch_enqueue",
     "pipeline": "bench.pipeline",
     "memory": "bench.memory",
     "scale": "bench.scale",

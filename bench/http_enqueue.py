@@ -29,8 +29,22 @@ WARMUP = 300
 CLIENTS = ("raw", "httpx")
 
 
-def once(ctx: Context, img_port: int, probe: bool, client: str, **env: str) -> dict[str, Any]:
-    total = REQUESTS[probe]
+def once(
+    ctx: Context,
+    img_port: int,
+    probe: bool,
+    client: str,
+    *,
+    batch: int = 0,
+    total: int | None = None,
+    warmup: int = WARMUP,
+    concurrency: int = CONCURRENCY,
+    **env: str,
+) -> dict[str, Any]:
+    """One API process under load: ``total`` requests (default `REQUESTS`), each one new
+    job, or with ``batch`` a ``POST /results/batch`` of that many new jobs."""
+    total = REQUESTS[probe] if total is None else total
+    jobs = total * max(batch, 1)
     with ctx.pg.database("http") as url:
         environ = clean_env(
             JOBSVC_DATABASE_URL=url,
@@ -45,7 +59,8 @@ def once(ctx: Context, img_port: int, probe: bool, client: str, **env: str) -> d
             base = api.wait_for("jobsvc api: listening on").split()[4]
             time.sleep(SETTLE)
             args = [base, f"http://127.0.0.1:{img_port}", "--client", client]
-            args += ["--concurrency", str(CONCURRENCY), "--requests", str(total), "--warmup", str(WARMUP)]
+            args += ["--concurrency", str(concurrency), "--requests", str(total), "--warmup", str(warmup)]
+            args += ["--batch", str(batch)] if batch else []
             load = ctx.children.python("http-load", "bench.http_load", *args, env=clean_env())
             proc = psutil.Process(api.pid)
             load.wait_for("bench-http-load measuring", timeout=120)
@@ -55,16 +70,23 @@ def once(ctx: Context, img_port: int, probe: bool, client: str, **env: str) -> d
             result = json.loads(load.wait_for("bench-http-load {", timeout=5).split(" ", 1)[1])
         finally:
             api.stop()
-        if result["statuses"] != {"202": total}:
-            raise RuntimeError(f"unexpected statuses {result['statuses']}")
+        if batch:
+            ok = result["statuses"] == {"200": total} and result["items"] == {"202": jobs}
+        else:
+            ok = result["statuses"] == {"202": total}
+        if not ok:
+            raise RuntimeError(f"unexpected statuses {result['statuses']} {result.get('items')}")
         with connect(url) as conn:
             row = conn.execute("SELECT count(*) AS n FROM jobsvc_results").fetchone()
-            if row is None or row["n"] != total + WARMUP:
-                raise RuntimeError(f"{row and row['n']} rows, expected {total + WARMUP}")
+            if row is None or row["n"] != (total + warmup) * max(batch, 1):
+                raise RuntimeError(f"{row and row['n']} rows, expected {(total + warmup) * max(batch, 1)}")
     cpu = (after.user - before.user) + (after.system - before.system)
     result["cpu_ms"] = cpu / total * 1000
+    result["cpu_ms_per_job"] = cpu / jobs * 1000
+    result.setdefault("jobs_per_s", result["rps"])
     ctx.say(
-        f"  {client} probe={'on' if probe else 'off'} {env or ''}: {result['rps']:,.0f} req/s, "
+        f"  {client} probe={'on' if probe else 'off'} batch={batch} {env or ''}: {result['rps']:,.0f} req/s, "
+        f"{result['jobs_per_s']:,.0f} jobs/s, "
         f"p99 {result['p99_ms']:.1f} ms, api CPU {result['cpu_ms']:.2f} ms/request"
     )
     out: dict[str, Any] = result

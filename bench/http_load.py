@@ -1,7 +1,8 @@
 """HTTP load for ``POST /results/enqueue``: ``python -m bench.http_load URL IMG_BASE``.
 
 ``--concurrency`` requests in flight, ``--requests`` in total after ``--warmup``;
-every request is a new job. Two clients (asyncio on uvloop when installed):
+every request is a new job (``--batch N``: a ``POST /results/batch`` of N new jobs,
+raw client only). Two clients (asyncio on uvloop when installed):
 
 - ``httpx``: one ``httpx.AsyncClient`` with keep-alive connections (what a Python
   client of the service would use); it costs about 1 ms of CPU per request, on
@@ -10,8 +11,8 @@ every request is a new job. Two clients (asyncio on uvloop when installed):
   one ``send``, the response read by Content-Length: a client that costs a tenth
   of that, to show what the server itself can do.
 
-Prints one JSON line: requests, seconds, requests/s, latency percentiles (ms) and
-the status codes seen.
+Prints one JSON line: requests, seconds, requests/s, latency percentiles (ms), the
+status codes seen and, for batches, the items' statuses and jobs/s.
 """
 
 from __future__ import annotations
@@ -34,20 +35,32 @@ def body_for(img_base: str) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def load_raw(url: str, img_base: str, concurrency: int, total: int, warmup: int) -> dict[str, object]:
+def batch_body_for(img_base: str, size: int) -> bytes:
+    jobs = []
+    for _ in range(size):
+        job = uuid.uuid4()
+        jobs.append({"jobId": str(job), "type": "ingest", "imgUrl": f"{img_base}/img/{job.hex}.png"})
+    return json.dumps({"jobs": jobs}).encode()
+
+
+async def load_raw(
+    url: str, img_base: str, concurrency: int, total: int, warmup: int, batch: int = 0
+) -> dict[str, object]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     statuses: Counter[int] = Counter()
+    items: Counter[int] = Counter()
     latencies: list[float] = []
+    path = "/results/batch" if batch else "/results/enqueue"
 
     async def connection(counts: list[int]) -> None:
         reader, writer = await asyncio.open_connection(host, port)
         try:
             for phase, count in enumerate(counts):
                 for _ in range(count):
-                    body = body_for(img_base)
+                    body = batch_body_for(img_base, batch) if batch else body_for(img_base)
                     head = (
-                        f"POST /results/enqueue HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                     )
                     started = time.perf_counter()
@@ -58,10 +71,12 @@ async def load_raw(url: str, img_base: str, concurrency: int, total: int, warmup
                     for line in header.split(b"\r\n"):
                         if line[:15].lower() == b"content-length:":
                             length = int(line[15:])
-                    await reader.readexactly(length)
+                    answer = await reader.readexactly(length)
                     if phase == 1:
                         latencies.append((time.perf_counter() - started) * 1000)
                         statuses[status] += 1
+                        if batch and status == 200:
+                            items.update(r["status"] for r in json.loads(answer)["results"])
                 if phase == 0:
                     await barrier.wait()
         finally:
@@ -91,7 +106,11 @@ async def load_raw(url: str, img_base: str, concurrency: int, total: int, warmup
         tasks.append(connection(share))
     await asyncio.gather(*tasks)
     seconds = time.perf_counter() - barrier.started
-    return summary(total, seconds, latencies, statuses)
+    result = summary(total, seconds, latencies, statuses)
+    if batch:
+        result["items"] = {str(k): v for k, v in items.items()}
+        result["jobs_per_s"] = total * batch / seconds
+    return result
 
 
 def summary(total: int, seconds: float, latencies: list[float], statuses: Counter[int]) -> dict[str, object]:
@@ -149,9 +168,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--client", choices=("httpx", "raw"), default="httpx")
+    parser.add_argument("--batch", type=int, default=0, help="jobs per POST /results/batch (raw client)")
     args = parser.parse_args()
-    load = load_httpx if args.client == "httpx" else load_raw
-    coro = load(args.url, args.img_base, args.concurrency, args.requests, args.warmup)
+    if args.batch:
+        if args.client != "raw":
+            parser.error("--batch needs --client raw")
+        coro = load_raw(args.url, args.img_base, args.concurrency, args.requests, args.warmup, args.batch)
+    else:
+        load = load_httpx if args.client == "httpx" else load_raw
+        coro = load(args.url, args.img_base, args.concurrency, args.requests, args.warmup)
     try:
         import uvloop
     except ImportError:

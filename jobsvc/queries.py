@@ -1,6 +1,7 @@
 """Every SQL statement that reads or moves a job, as named constants.
 
-Parameters are always bound (``%(name)s``), never formatted in. The statements
+Parameters are always bound (``%(name)s``), never formatted in; the one statement
+with a variable shape, the list, is composed from fixed fragments (`list_sql`). The statements
 decide nothing about retries: `jobsvc.retry` decides, and `FINISH_LOCK_SQL` /
 `RESCUE_LOCK_SQL` read the rows it decides about (under their row locks) and
 `WRITE_DECISIONS_SQL` writes what it decided. docs/ARCHITECTURE.md explains why
@@ -8,6 +9,11 @@ each statement is shaped the way it is.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from psycopg import sql
 
 MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s, %s)"
 SCHEMA_EXISTS_SQL = "SELECT to_regclass('jobsvc_meta') IS NOT NULL AS ok"
@@ -29,6 +35,37 @@ SELECT *, false AS inserted FROM jobsvc_results
 WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
 """
 
+# Batch enqueue: ENQUEUE_SQL for many rows in one statement, inserted in input order
+# (so their ids are). Keys are unique in the input (the caller judges in-batch
+# duplicates). Rows that exist come back with inserted = false; a key in neither half
+# was committed by a concurrent writer after this statement's snapshot.
+ENQUEUE_MANY_SQL = """
+WITH input AS (
+    SELECT * FROM unnest(%(job_ids)s::uuid[], %(result_files)s::text[], %(types)s::text[],
+                         %(img_urls)s::text[], %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
+                         %(max_attempts)s::int[]) WITH ORDINALITY
+        AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, n)
+), ins AS (
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
+    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts
+    FROM input ORDER BY n
+    ON CONFLICT (job_id, result_file) DO NOTHING
+    RETURNING *
+)
+SELECT *, true AS inserted FROM ins
+UNION ALL
+SELECT r.*, false AS inserted
+FROM jobsvc_results r JOIN input i ON r.job_id = i.job_id AND r.result_file = i.result_file
+WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
+"""
+# Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
+EXISTING_KEYS_SQL = """
+SELECT r.job_id, r.result_file
+FROM jobsvc_results r
+JOIN unnest(%(job_ids)s::uuid[], %(result_files)s::text[]) AS k(job_id, result_file)
+  ON r.job_id = k.job_id AND r.result_file = k.result_file
+"""
+
 CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
 CANCEL_QUEUED_SQL = """
 UPDATE jobsvc_results
@@ -42,27 +79,19 @@ WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS N
 RETURNING id
 """
 
+# Retry: Failed and Canceled rows start over, as if just enqueued (attempts from 0,
+# due now). The caller holds the job's row locks (CANCEL_LOCK_SQL), as cancel does.
+RETRY_SQL = """
+UPDATE jobsvc_results
+SET status = 'Queued', attempts = 0, error = NULL, run_at = now(), updated_at = now(),
+    started_at = NULL, finished_at = NULL, cancel_requested_at = NULL, worker_id = NULL
+WHERE job_id = %(job_id)s AND status IN ('Failed', 'Canceled')
+RETURNING id
+"""
+
 GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
 GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
 GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
-LIST_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id > %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id
-LIMIT %(limit)s
-"""
-# Newest first: the keyset runs downwards (``after`` is the last id of the previous page).
-LIST_DESC_SQL = """
-SELECT * FROM jobsvc_results
-WHERE id < %(after)s
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
-ORDER BY id DESC
-LIMIT %(limit)s
-"""
-
 NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # --- worker side --------------------------------------------------------------------
@@ -187,3 +216,88 @@ WITH doomed AS MATERIALIZED (
 )
 DELETE FROM jobsvc_results r USING doomed WHERE r.id = doomed.id
 """
+
+# --- the list -----------------------------------------------------------------------
+# Composed from the fixed fragments below, so that each filter combination is its own
+# statement with its own plan (a generic `(%s IS NULL OR …)` plan cannot use an index
+# for the filters it might skip). Values are always bound parameters.
+#
+# The order is (created_at, id), the keyset cursor the last row's pair; the indexes in
+# schema.sql serve each shape: no status → (created_at, id); per status →
+# (status, created_at, id); a type → (type, status, created_at, id), one branch per
+# status (every status when none is given), merged by a Merge Append: PostgreSQL 15
+# cannot walk one index in order across several values of its leading column. With a
+# jobId, the unique (job_id, result_file) index finds the job's few rows and they are
+# sorted.
+
+ListOrder = Literal["asc", "desc"]
+
+_LIST_ORDER = {
+    "asc": sql.SQL("ORDER BY created_at, id"),
+    "desc": sql.SQL("ORDER BY created_at DESC, id DESC"),
+}
+_LIST_KEYSET = {
+    "asc": sql.SQL("(created_at, id) > (%(after_created)s, %(after_id)s)"),
+    "desc": sql.SQL("(created_at, id) < (%(after_created)s, %(after_id)s)"),
+}
+_LIST_JOB = sql.SQL("job_id = %(job_id)s")
+_LIST_STATUSES = sql.SQL("status = ANY(%(statuses)s::text[])")
+_LIST_TYPE = sql.SQL("type = %(type)s")
+_LIST_CREATED_FROM = sql.SQL("created_at >= %(created_from)s")
+_LIST_CREATED_BEFORE = sql.SQL("created_at < %(created_before)s")
+_LIST_PAGE = sql.SQL("SELECT * FROM jobsvc_results WHERE {where} {order} LIMIT %(limit)s")
+_LIST_MERGE = sql.SQL("SELECT * FROM ({branches}) AS page {order} LIMIT %(limit)s")
+#: The bound parameter of the status of branch i (fixed names: at most one per status).
+LIST_STATUS_PARAMS = tuple(f"status_{i}" for i in range(5))
+
+
+def list_sql(
+    *,
+    order: ListOrder,
+    branches: int,
+    any_status: bool,
+    job_id: bool,
+    type: bool,
+    created_from: bool,
+    created_before: bool,
+    after: bool,
+) -> sql.Composed:
+    """The list statement for one combination of filters.
+
+    ``branches`` > 0: one ``status = %(status_i)s`` branch per status, each walking its
+    index in order up to the limit, merged (parameters ``status_0`` …). ``any_status``:
+    ``status = ANY(%(statuses)s)`` in one scan instead (for a jobId's few rows). The other
+    flags add their fragment; parameters: ``job_id``, ``type``,
+    ``created_from`` (inclusive), ``created_before`` (exclusive), ``after_created`` and
+    ``after_id`` (the keyset), ``limit``.
+    """
+    if not 0 <= branches <= len(LIST_STATUS_PARAMS):
+        raise ValueError(f"at most {len(LIST_STATUS_PARAMS)} status branches")
+    common = [
+        fragment
+        for wanted, fragment in (
+            (any_status, _LIST_STATUSES),
+            (job_id, _LIST_JOB),
+            (type, _LIST_TYPE),
+            (created_from, _LIST_CREATED_FROM),
+            (created_before, _LIST_CREATED_BEFORE),
+            (after, _LIST_KEYSET[order]),
+        )
+        if wanted
+    ]
+    if branches == 0:
+        return _LIST_PAGE.format(where=_conjunction(common), order=_LIST_ORDER[order])
+    parts = [
+        sql.SQL("({})").format(
+            _LIST_PAGE.format(
+                where=_conjunction([sql.SQL("status = {}").format(sql.Placeholder(name)), *common]),
+                order=_LIST_ORDER[order],
+            )
+        )
+        for name in LIST_STATUS_PARAMS[:branches]
+    ]
+    return _LIST_MERGE.format(branches=sql.SQL(" UNION ALL ").join(parts), order=_LIST_ORDER[order])
+
+
+def _conjunction(fragments: Sequence[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(fragments) if fragments else sql.SQL("true")

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from psycopg.rows import tuple_row
 
@@ -39,27 +39,31 @@ from jobsvc.queries import (
     CLEAN_WAIT_LOCK_SQL,
     COMPACT_COUNTS_SQL,
     COUNTS_SQL,
+    ENQUEUE_MANY_SQL,
     ENQUEUE_SQL,
+    EXISTING_KEYS_SQL,
     FINISH_LOCK_SQL,
     GET_BY_IDS_SQL,
     GET_JOB_SQL,
     GET_RESULT_SQL,
-    LIST_DESC_SQL,
-    LIST_SQL,
+    LIST_STATUS_PARAMS,
     MIGRATE_LOCK_SQL,
     NEXT_DUE_SQL,
     NOTIFY_SQL,
     QUEUE_AGE_SQL,
     RESCUE_LOCK_SQL,
+    RETRY_SQL,
     SCHEMA_EXISTS_SQL,
     SCHEMA_VERSION_SQL,
     STATS_SQL,
     UNLOCK_SQL,
     WRITE_DECISIONS_SQL,
+    ListOrder,
+    list_sql,
 )
 from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 
-__all__ = ["SCHEMA_VERSION", "NewResult", "Outcome"]
+__all__ = ["SCHEMA_VERSION", "ListCursor", "ListFilter", "NewResult", "Outcome"]
 
 WAKEUP_CHANNEL = "jobsvc_wakeup"
 CANCEL_CHANNEL = "jobsvc_cancel"
@@ -199,9 +203,56 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
     inserted = bool(row.pop("inserted"))
     job = Job.from_row(row)
-    if not inserted and (job.type != new.type or job.img_url != new.img_url):
-        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
+    if not inserted:
+        check_identical(job, new)
     return job, inserted
+
+
+def check_identical(job: Job, new: NewResult) -> None:
+    """Raise `Conflict` unless ``new`` is the request that created ``job`` (same key,
+    type and URL): what decides between 200 and 409 for an existing result."""
+    if job.type != new.type or job.img_url != new.img_url:
+        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
+
+
+Key = tuple[uuid.UUID, str]
+
+
+def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, bool]]:
+    """Insert many results (keys unique) in one statement; ``(job, created)`` per key.
+
+    ``created=False`` is an existing row, identical or not (`check_identical` judges).
+    """
+    found: dict[Key, tuple[Job, bool]] = {}
+    todo = list(news)
+    # As in `enqueue`: a key committed concurrently after the snapshot is in neither
+    # half of the statement; run those again with a fresh snapshot (at most twice more).
+    for _ in range(3):
+        params = {
+            "job_ids": [n.job_id for n in todo],
+            "result_files": [n.result_file for n in todo],
+            "types": [n.type for n in todo],
+            "img_urls": [n.img_url for n in todo],
+            "priorities": [n.priority for n in todo],
+            "run_ats": [n.run_at for n in todo],
+            "max_attempts": [n.max_attempts for n in todo],
+        }
+        for row in conn.execute(ENQUEUE_MANY_SQL, params):
+            inserted = bool(row.pop("inserted"))
+            job = Job.from_row(row)
+            found[(job.job_id, job.result_file)] = (job, inserted)
+        todo = [n for n in todo if (n.job_id, n.result_file) not in found]
+        if not todo:
+            return found
+    raise Conflict(  # pragma: no cover - needs three concurrent conflicting writers in a row
+        f"job {todo[0].job_id} result {todo[0].result_file!r} is being written concurrently"
+    )
+
+
+def existing_keys(conn: Conn, keys: Sequence[Key]) -> set[Key]:
+    """Which of ``keys`` exist as results."""
+    params = {"job_ids": [k[0] for k in keys], "result_files": [k[1] for k in keys]}
+    return {(r["job_id"], r["result_file"]) for r in conn.execute(EXISTING_KEYS_SQL, params)}
 
 
 def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:
@@ -224,25 +275,66 @@ def get_by_ids(conn: Conn, ids: Sequence[int]) -> list[Job]:
     return [Job.from_row(r) for r in conn.execute(GET_BY_IDS_SQL, {"ids": list(ids)})]
 
 
-def list_jobs(
-    conn: Conn,
-    *,
-    status: Status | None,
-    job_id: uuid.UUID | None,
-    after: int,
-    limit: int,
-    order: Literal["asc", "desc"] = "asc",
-) -> list[Job]:
-    """Results in id order (oldest first; ``order="desc"``: newest first) after the keyset
-    cursor ``after`` (0: from the start)."""
-    desc = order == "desc"
-    params: dict[str, Any] = {
-        "after": (after or 2**63 - 1) if desc else after,
-        "status": None if status is None else status.value,
-        "job_id": job_id,
-        "limit": limit,
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    """Which results a list shows, and in which order (by ``(created_at, id)``)."""
+
+    statuses: tuple[Status, ...] = ()  # empty: every status
+    job_id: uuid.UUID | None = None
+    type: str | None = None
+    created_from: datetime | None = None  # inclusive
+    created_before: datetime | None = None  # exclusive
+    order: ListOrder = "asc"
+
+
+@dataclass(frozen=True, slots=True)
+class ListCursor:
+    """The last row of the previous page: the next page starts past it, in either order."""
+
+    created_at: datetime
+    id: int
+
+    @classmethod
+    def of(cls, job: Job) -> ListCursor:
+        return cls(job.created_at, job.id)
+
+
+def list_jobs(conn: Conn, where: ListFilter, *, after: ListCursor | None, limit: int) -> list[Job]:
+    """Up to ``limit`` results matching ``where``, oldest first (``order="desc"``: newest
+    first), past the keyset cursor ``after`` (None: from the start)."""
+    statuses = list(dict.fromkeys(where.statuses))
+    # A jobId has few rows: one scan of its index. Otherwise one branch per status, each
+    # walking its own index in order (every status when a type is given, for the type's
+    # index); no status filter at all walks (created_at, id).
+    if where.job_id is not None or (where.type is None and not statuses):
+        branches = 0
+    else:
+        branches = len(statuses or Status)
+    params: dict[str, Any] = {"limit": limit}
+    if branches:
+        params.update(zip(LIST_STATUS_PARAMS, (s.value for s in statuses or Status), strict=False))
+    elif statuses:
+        params["statuses"] = [s.value for s in statuses]
+    optional = {
+        "job_id": where.job_id,
+        "type": where.type,
+        "created_from": where.created_from,
+        "created_before": where.created_before,
     }
-    return [Job.from_row(r) for r in conn.execute(LIST_DESC_SQL if desc else LIST_SQL, params)]
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if after is not None:
+        params.update(after_created=after.created_at, after_id=after.id)
+    statement = list_sql(
+        order=where.order,
+        branches=branches,
+        any_status=branches == 0 and bool(statuses),
+        job_id=where.job_id is not None,
+        type=where.type is not None,
+        created_from=where.created_from is not None,
+        created_before=where.created_before is not None,
+        after=after is not None,
+    )
+    return [Job.from_row(r) for r in conn.execute(statement, params)]
 
 
 def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
@@ -258,6 +350,21 @@ def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
     conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id, "error": CANCELED_ERROR})
     requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, {"job_id": job_id})]
     notify_ids(conn, CANCEL_CHANNEL, requested)
+    return get_job(conn, job_id)
+
+
+def retry(conn: Conn, job_id: uuid.UUID) -> list[Job]:
+    """Put every Failed or Canceled result of a job back to Queued (attempts from 0, error
+    cleared, due now) and wake the workers; returns the job's rows afterwards.
+
+    The same row locks as `cancel`, in the same order: a retry and a cancel of one job
+    run one after the other, never interleaved.
+    """
+    locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
+    if not locked:
+        raise NotFound(f"job {job_id} does not exist")
+    if conn.execute(RETRY_SQL, {"job_id": job_id}).fetchall():
+        wake_workers(conn)
     return get_job(conn, job_id)
 
 

@@ -63,6 +63,18 @@ class EnqueueRequest(_Camel):
     )
 
 
+#: The most items of one ``POST /results/batch``.
+MAX_BATCH_ITEMS = 1000
+
+
+class BatchRequest(_Camel):
+    """Up to 1,000 enqueue requests, each judged as ``POST /results/enqueue`` judges it."""
+
+    jobs: list[EnqueueRequest] = Field(
+        min_length=1, max_length=MAX_BATCH_ITEMS, description="more than 1,000 items is a 413"
+    )
+
+
 class JobView(_Camel):
     """A job's result, as every endpoint and event shows it. Timestamps are epoch milliseconds."""
 
@@ -122,6 +134,23 @@ class JobViews(pydantic.RootModel[list[JobView]]):
     media_type: ClassVar[str | None] = "application/json"
 
 
+class BatchItemResult(_Camel):
+    """One item's answer: what ``POST /results/enqueue`` would have answered for it."""
+
+    status: Literal[202, 200, 400, 409, 429] = Field(
+        description="202 new, 200 identical to an existing result, 400 invalid, 409 conflicting, "
+        "429 over the tenant's quota"
+    )
+    job: JobView | None = Field(description="the result's view when status is 202 or 200; else null")
+    error: str | None = Field(description="a sentence; null unless status is 400, 409 or 429")
+
+
+class BatchResponse(_Camel):
+    """One answer per item, in input order."""
+
+    results: list[BatchItemResult]
+
+
 class CancelResult(_Camel):
     result_file: str
     status: Status
@@ -157,11 +186,24 @@ class ReadyBody(_Camel):
 
 
 class ListQuery(_Camel):
-    status: Status | None = None
+    status: str | None = Field(
+        None,
+        description="one status or several, comma-separated: " + ",".join(s.value for s in Status),
+        examples=["Failed,Canceled"],
+    )
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    type: str | None = Field(None, min_length=1, max_length=MAX_TYPE_LENGTH)
+    created_after: int | None = Field(
+        None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with a later createdAt"
+    )
+    created_before: int | None = Field(
+        None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with an earlier createdAt"
+    )
     order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first; desc: newest first")
     limit: int = Field(100, ge=1, le=1000)
-    after: str | None = Field(None, description="opaque cursor from the previous page's Link header")
+    after: str | None = Field(
+        None, description="opaque cursor from the previous page's Link header (either order)"
+    )
 
 
 class StatsBody(_Camel):

@@ -18,9 +18,9 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from jobsvc.api import dashboard, events, ops, results
+from jobsvc.api import batch, dashboard, events, ops, results
 from jobsvc.api.services import Services, serve
-from jobsvc.api.wire import MAX_BODY_BYTES, body_too_large, json_response
+from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
 from jobsvc.errors import (
     BodyTooLarge,
@@ -73,7 +73,7 @@ def create_app(
     app = QuartTrio("jobsvc")
     app.config.update(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_CONTENT_LENGTH=MAX_BATCH_BODY_BYTES,  # the largest; each route checks its own
     )
     QuartSchema(
         app,
@@ -84,7 +84,7 @@ def create_app(
                 "A PostgreSQL-backed queue of image-ingest jobs. JSON, camelCase, timestamps in "
                 'epoch milliseconds. Every error is {"error": "<sentence>"}: besides the codes '
                 "listed per operation, an unknown path is 404, a wrong method 405, a body over "
-                "64 KiB 413."
+                "64 KiB 413 (4 MiB for a batch)."
             ),
         },
         redoc_ui_path=None,
@@ -104,7 +104,7 @@ def create_app(
         app.extensions["jobsvc"] = await app.nursery.start(serve, settings, options)
 
     _register_errors(app)
-    for module in (results, events, ops, dashboard):
+    for module in (results, batch, events, ops, dashboard):
         app.register_blueprint(module.blueprint)
     return app
 

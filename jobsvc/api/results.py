@@ -1,4 +1,4 @@
-"""The results routes: enqueue, list, get, cancel, download.
+"""The results routes: enqueue, batch, list, get, cancel, retry, download.
 
 Choices the contract (README, "HTTP API") leaves open:
 
@@ -22,6 +22,9 @@ import binascii
 import hashlib
 import json
 import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from quart import Blueprint, Response, request
@@ -53,7 +56,7 @@ from jobsvc.schemas import (
     job_view,
 )
 
-__all__ = ["PRESIGN_SECONDS", "blueprint"]
+__all__ = ["PRESIGN_SECONDS", "blueprint", "judge"]
 
 #: How long a presigned download URL stays valid.
 PRESIGN_SECONDS = 300
@@ -77,8 +80,7 @@ async def enqueue() -> Response:
     identical retry; 409 when the (jobId, resultFile) exists from another request.
     """
     svc = services()
-    req = validate(EnqueueRequest, await json_body())
-    new = _new_result(req, svc.settings)
+    new = judge(await json_body(), svc.settings)
     if svc.settings.verify_on_enqueue:
         existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file))
         if existing is None:
@@ -102,20 +104,24 @@ async def list_results() -> Response:
     has an ETag, and If-None-Match with the current tag answers 304 without a body.
     """
     q = query(ListQuery)
-    job_id = parse_job_id(q.job_id) if q.job_id is not None else None
-    after = _decode_cursor(q.after) if q.after is not None else 0
-    jobs = await services().run(
-        lambda c: queue.list_jobs(
-            c, status=q.status, job_id=job_id, after=after, limit=q.limit + 1, order=q.order
-        )
+    where = queue.ListFilter(
+        statuses=_statuses(q.status) if q.status is not None else (),
+        job_id=parse_job_id(q.job_id) if q.job_id is not None else None,
+        type=_type_filter(q.type) if q.type is not None else None,
+        # createdAt is shown in whole milliseconds: "after T" is from T + 1 ms on.
+        created_from=_moment(q.created_after + 1) if q.created_after is not None else None,
+        created_before=_moment(q.created_before) if q.created_before is not None else None,
+        order=q.order,
     )
+    after = _decode_cursor(q.after) if q.after is not None else None
+    jobs = await services().run(lambda c: queue.list_jobs(c, where, after=after, limit=q.limit + 1))
     page = jobs[: q.limit]
     body = json.dumps([job_view(j) for j in page], ensure_ascii=False, separators=(",", ":")).encode()
     etag = hashlib.sha256(body).hexdigest()[:32]
     headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache"}
     if len(jobs) > q.limit:
         params = {k: v for k, v in request.args.items() if k != "after"}
-        params["after"] = _encode_cursor(page[-1].id)
+        params["after"] = _encode_cursor(queue.ListCursor.of(page[-1]))
         headers["Link"] = f'</results/list?{urlencode(params)}>; rel="next"'
     if request.if_none_match.contains_weak(etag):
         return Response(b"", status=304, headers=headers)
@@ -147,6 +153,23 @@ async def cancel(jobId: str) -> Response:
     svc = services()
     jobs = await svc.run(lambda c: queue.cancel(c, jid))
     svc.metrics.cancels.inc()
+    return _summary_response(jid, jobs)
+
+
+@blueprint.post("/results/<jobId>/retry")
+@documented((200, CancelResponse, None), (404, ErrorBody, None))
+async def retry(jobId: str) -> Response:
+    """Put every Failed or Canceled result of a job back to Queued.
+
+    Attempts start from 0 again, the error is cleared and the result is due now;
+    other results are left as they are. The answer has the cancel answer's shape.
+    """
+    jid = parse_job_id(jobId)
+    jobs = await services().run(lambda c: queue.retry(c, jid))
+    return _summary_response(jid, jobs)
+
+
+def _summary_response(jid: uuid.UUID, jobs: list[Job]) -> Response:
     return json_response(
         {
             "jobId": str(jid),
@@ -188,26 +211,61 @@ async def download(jobId: str, resultFile: str) -> Response:
     )
 
 
+def judge(item: Any, settings: Settings) -> queue.NewResult:
+    """An enqueue request (the parsed JSON), validated: the one judgement of
+    ``POST /results/enqueue`` and of each item of ``POST /results/batch``.
+    Raises `InvalidRequest` with the sentence of the first problem."""
+    return _new_result(validate(EnqueueRequest, item), settings)
+
+
 def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:
     return intake.new_result(req, settings.max_attempts)
 
 
-def _encode_cursor(row_id: int) -> str:
-    return base64.urlsafe_b64encode(str(row_id).encode()).decode().rstrip("=")
+def _statuses(text: str) -> tuple[Status, ...]:
+    try:
+        return tuple(Status(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidRequest(
+            "status must be one of " + ", ".join(s.value for s in Status) + ", or several of them "
+            f"separated by commas, not {quoted(text)}"
+        ) from None
 
 
-_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,40}")
+def _type_filter(text: str) -> str:
+    # The rule enqueue applies: a type it refuses was never stored (and NUL must not reach SQL).
+    if not text.isprintable():
+        raise InvalidRequest("type must not contain control characters")
+    return text
 
 
-def _decode_cursor(cursor: str) -> int:
+def _moment(epoch_ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# The cursor is the last row's (created_at in microseconds, id): exact, and the same
+# for both orders (the next page is past that row, whichever way the list runs).
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,60}")
+_CURSOR_TEXT = re.compile(r"(\d{1,17})\.(\d{1,19})")
+
+
+def _encode_cursor(cursor: queue.ListCursor) -> str:
+    text = f"{(cursor.created_at - _EPOCH) // _MICROSECOND}.{cursor.id}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> queue.ListCursor:
     try:
         if not _CURSOR.fullmatch(cursor):
             raise ValueError
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not text.isdigit() or int(text) >= 2**63:
+        match = _CURSOR_TEXT.fullmatch(text)
+        if match is None or int(match[2]) >= 2**63:
             raise ValueError
-        return int(text)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return queue.ListCursor(_EPOCH + int(match[1]) * _MICROSECOND, int(match[2]))
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise InvalidRequest("after is not a cursor from a previous page's Link header") from None
 
 

@@ -15,6 +15,7 @@ from jobsvc.errors import BodyTooLarge, InvalidRequest, UnsupportedMedia, quoted
 from jobsvc.schemas import ErrorBody, error_sentence
 
 __all__ = [
+    "MAX_BATCH_BODY_BYTES",
     "MAX_BODY_BYTES",
     "body_too_large",
     "documented",
@@ -26,6 +27,11 @@ __all__ = [
 
 #: The largest enqueue body accepted (Content-Length and bytes actually received).
 MAX_BODY_BYTES = 64 * 1024
+#: The largest batch body accepted; also Quart's ceiling for every request
+#: (``MAX_CONTENT_LENGTH``): the routes check their own, smaller, limits.
+MAX_BATCH_BODY_BYTES = 4 * 1024 * 1024
+#: The routes whose bodies may be larger than `MAX_BODY_BYTES`.
+_BODY_LIMITS = {"/results/batch": MAX_BATCH_BODY_BYTES}
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,9 +75,11 @@ def query(model: type[M]) -> M:
 
 
 async def json_body() -> Any:
-    """The request's JSON body, with the 413 / 415 / 400 checks in that order."""
+    """The request's JSON body, with the 413 / 415 / 400 checks in that order (413: over
+    the route's limit, `MAX_BODY_BYTES` unless the route is in `_BODY_LIMITS`)."""
+    limit = body_limit()
     length = request.content_length
-    if length is not None and length > MAX_BODY_BYTES:
+    if length is not None and length > limit:
         raise body_too_large()
     mimetype = request.mimetype
     if not (
@@ -84,7 +92,7 @@ async def json_body() -> Any:
     if charset not in ("utf-8", "utf8"):
         raise UnsupportedMedia(f"the body must be UTF-8 JSON, not {charset}")
     body = cast(bytes, await request.get_data(cache=False, as_text=False))
-    if len(body) > MAX_BODY_BYTES:
+    if len(body) > limit:
         raise body_too_large()
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
@@ -98,6 +106,11 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def body_limit() -> int:
+    """The most bytes the current request's route accepts in a body."""
+    return _BODY_LIMITS.get(request.path, MAX_BODY_BYTES)
+
+
 def body_too_large() -> BodyTooLarge:
-    """The 413 of a body over `MAX_BODY_BYTES`, whoever notices it (this module or Quart)."""
-    return BodyTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    """The 413 of a body over its route's limit, whoever notices it (this module or Quart)."""
+    return BodyTooLarge(f"the request body is larger than {body_limit()} bytes")

@@ -1,4 +1,4 @@
-"""The client commands of a running API: ``enqueue``, ``list``, ``cancel``, ``watch``.
+"""The client commands of a running API: ``enqueue``, ``list``, ``cancel``, ``retry``, ``watch``.
 
 Each command is a short-lived process that talks HTTP to ``--url`` (default
 ``http://127.0.0.1:8000``) through `jobsvc.client.http`. Exit codes, shared with
@@ -36,7 +36,7 @@ import trio
 from jobsvc.client.display import Display, JobTracker, format_table, progress_line, view_json
 from jobsvc.client.http import AsyncClient, Client, ClientError
 from jobsvc.model import Status
-from jobsvc.schemas import JobView
+from jobsvc.schemas import CancelResponse, JobView
 
 __all__ = ["add_commands", "parse_run_at"]
 
@@ -74,10 +74,11 @@ if TYPE_CHECKING:  # subscriptable for type checkers only
 
 
 def add_commands(sub: Subparsers) -> None:
-    """Add ``enqueue``, ``list``, ``cancel`` and ``watch`` to the ``jobsvc`` parser."""
+    """Add ``enqueue``, ``list``, ``cancel``, ``retry`` and ``watch`` to the ``jobsvc`` parser."""
     _add_enqueue(sub)
     _add_list(sub)
     _add_cancel(sub)
+    _add_retry(sub)
     _add_watch(sub)
 
 
@@ -139,6 +140,19 @@ def _add_cancel(sub: Subparsers) -> None:
     )
     cancel.add_argument("job_id", metavar="JOBID", help="the job's id")
     cancel.set_defaults(func=_command(cmd_cancel))
+
+
+def _add_retry(sub: Subparsers) -> None:
+    retry = _client_parser(
+        sub,
+        "retry",
+        "run a job's failed and canceled results again",
+        "Put every Failed or Canceled result of a job back to Queued, with its attempts "
+        "counted from 0 again; other results stay as they are. Prints the job's status and "
+        "each result's.",
+    )
+    retry.add_argument("job_id", metavar="JOBID", help="the job's id")
+    retry.set_defaults(func=_command(cmd_retry))
 
 
 def _add_watch(sub: Subparsers) -> None:
@@ -261,6 +275,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with Client(args.url, token=args.token) as client:
         answer = client.cancel(args.job_id)
+    return _print_summary(args, answer)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with Client(args.url, token=args.token) as client:
+        answer = client.retry(args.job_id)
+    return _print_summary(args, answer)
+
+
+def _print_summary(args: argparse.Namespace, answer: CancelResponse) -> int:
     if args.json:
         _print_json(answer.model_dump(mode="json", by_alias=True))
         return EXIT_OK

@@ -534,6 +534,8 @@ async def test_openapi_documents_every_route_and_the_error_shape(api: Api) -> No
         ("/results/events", "get"): {"200", "400", "500", "503"},
         ("/results/{jobId}", "get"): {"200", "400", "404", "500", "503"},
         ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "500", "503"},
+        ("/results/{jobId}/retry", "post"): {"200", "400", "404", "500", "503"},
+        ("/results/batch", "post"): {"200", "400", "413", "415", "500", "503"},
         ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "500", "503"},
         ("/healthz", "get"): {"200"},
         ("/readyz", "get"): {"200", "503"},

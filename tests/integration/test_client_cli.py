@@ -1,4 +1,4 @@
-"""The client commands (`jobsvc enqueue|list|cancel|watch`) as real processes against
+"""The client commands (`jobsvc enqueue|list|cancel|retry|watch`) as real processes against
 a real stack: `jobsvc api` and `jobsvc worker` subprocesses (one pair for the module,
 stopped with SIGTERM at its end) on a real PostgreSQL, file storage, and the local
 image server. Each test uses its own job ids. Waits are on statuses, with deadlines.
@@ -334,6 +334,26 @@ def test_cancel_a_running_job_and_watch_exits_1_canceled(
         "status": "Canceled",
         "results": [{"resultFile": "cli-slow.png", "status": "Canceled"}],
     }
+
+
+def test_retry_puts_a_canceled_job_back_to_work(stack: Stack, image_server: ImageServer) -> None:
+    key = uuid.uuid4().hex
+    job_id = job_id_of(stack.run("enqueue", image_server.url(f"/slow/{key}/cli-retry.png")))
+    stack.wait_status(job_id, "Processing")
+    assert stack.run("cancel", job_id).returncode == 0
+    stack.wait_status(job_id, "Canceled")
+
+    retried = stack.run("retry", job_id)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.split()[:2] == [job_id, "Queued"]
+    assert "cli-retry.png  Queued" in retried.stdout
+    (view,) = stack.wait_status(job_id, "Processing")  # the worker was woken, and took it
+    assert view["attempts"] == 1 and view["error"] is None
+
+    assert stack.run("cancel", job_id).returncode == 0
+    stack.wait_status(job_id, "Canceled")
+    unknown = stack.run("retry", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "does not exist (HTTP 404)" in unknown.stderr
 
 
 def test_cancel_unknown_or_malformed_job_exits_1(stack: Stack) -> None:

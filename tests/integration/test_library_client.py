@@ -25,8 +25,6 @@ from tests.integration.test_client_cli import STARTUP_TIMEOUT, listening_url, re
 PNG = IMAGES["png"][0]
 LATER = datetime.now(UTC) + timedelta(days=1)
 BACKENDS = ["trio", "asyncio"]
-#: The lifecycle endpoints land with another change (DESIGN §2); until then the API answers 404/405.
-lifecycle = pytest.mark.xfail(strict=False, reason="endpoint lands with the lifecycle change")
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +132,6 @@ def test_client_watch_resumes_after_the_stream_drops(
     }
 
 
-@lifecycle
 def test_client_enqueue_many(api_url: str, image_server: ImageServer) -> None:
     job_id = uuid.uuid4()
     with jobsvc.Client(api_url) as client:
@@ -151,7 +148,6 @@ def test_client_enqueue_many(api_url: str, image_server: ImageServer) -> None:
     assert items[1].job is None and items[1].error == "imgUrl must be an absolute http or https URL"
 
 
-@lifecycle
 def test_client_retry(api_url: str, image_server: ImageServer) -> None:
     job_id = uuid.uuid4()
     with jobsvc.Client(api_url) as client:
@@ -205,7 +201,6 @@ def test_async_client_every_method(
     run(backend, scenario)
 
 
-@lifecycle
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_async_client_enqueue_many_and_retry(backend: str, api_url: str, image_server: ImageServer) -> None:
     async def scenario() -> None:

@@ -162,11 +162,13 @@ def test_rescue_requeues_rows_whose_lock_holder_died(database_url: str, conn: Co
 
 def test_list_pages_by_keyset_with_filters(conn: Conn) -> None:
     ids = [queue.enqueue(conn, new(f"{i}.png"))[0].id for i in range(5)]
-    page = queue.list_jobs(conn, status=None, job_id=None, after=0, limit=2)
+    page = queue.list_jobs(conn, queue.ListFilter(), after=None, limit=2)
     assert [j.id for j in page] == ids[:2]
-    page = queue.list_jobs(conn, status=Status.QUEUED, job_id=None, after=page[-1].id, limit=10)
+    queued = queue.ListFilter(statuses=(Status.QUEUED,))
+    page = queue.list_jobs(conn, queued, after=queue.ListCursor.of(page[-1]), limit=10)
     assert [j.id for j in page] == ids[2:]
-    assert queue.list_jobs(conn, status=Status.COMPLETED, job_id=None, after=0, limit=10) == []
+    completed = queue.ListFilter(statuses=(Status.COMPLETED,))
+    assert queue.list_jobs(conn, completed, after=None, limit=10) == []
 
 
 def test_migrate_is_idempotent(conn: Conn) -> None:

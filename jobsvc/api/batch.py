@@ -1,0 +1,168 @@
+"""``POST /results/batch``: up to 1,000 enqueues in one request.
+
+Each item is judged as ``POST /results/enqueue`` judges it (`results.judge`, the
+same function), and its answer is the status that route would have given it, in
+input order. The accepted items are inserted in one statement, in one transaction,
+and announced with one coalesced wake-up.
+
+Choices the contract leaves open:
+
+- Items with the same (jobId, resultFile) are judged in input order, as if sent one
+  after the other: the first is enqueued (or found), each later one is compared with
+  the row that the first left: identical → 200 with that row, different → 409. When
+  the first left no row (invalid for the probe, over quota), the later ones share its
+  answer.
+- With the probe on, only items whose (jobId, resultFile) does not exist yet are
+  probed (as a single enqueue), at most `PROBE_CONCURRENCY` at a time.
+- A 409's ``job`` is null, as the single enqueue answers only the error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Blueprint, Response
+from quart_schema import document_request
+
+from jobsvc import queue
+from jobsvc.api.results import judge
+from jobsvc.api.services import Services, services
+from jobsvc.api.wire import documented, json_body, json_response
+from jobsvc.errors import BodyTooLarge, InvalidRequest, JobsvcError
+from jobsvc.model import Job
+from jobsvc.schemas import MAX_BATCH_ITEMS, BatchRequest, BatchResponse, ErrorBody, job_view
+
+__all__ = ["PROBE_CONCURRENCY", "blueprint"]
+
+#: URLs of one batch probed at the same time.
+PROBE_CONCURRENCY = 16
+
+blueprint = Blueprint("batch", __name__)
+
+
+@dataclass
+class _Item:
+    """One item on its way to its answer."""
+
+    new: queue.NewResult | None = None
+    status: int | None = None  # None: not decided yet
+    error: str | None = None
+    row: Job | None = None  # the row this item's key has after the insert
+    leader: _Item | None = None  # the earlier item with the same key
+
+    def refuse(self, exc: JobsvcError) -> None:
+        from jobsvc.api.app import status_for  # the one status map (app imports this module)
+
+        self.status, self.error = status_for(exc), str(exc)
+
+    def answer(self) -> dict[str, Any]:
+        shown = self.row if self.status in (200, 202) else None
+        return {
+            "status": self.status,
+            "job": None if shown is None else job_view(shown),
+            "error": self.error,
+        }
+
+
+@blueprint.post("/results/batch")
+@document_request(BatchRequest)
+@documented((200, BatchResponse, None), (413, ErrorBody, None), (415, ErrorBody, None))
+async def batch() -> Response:
+    """Enqueue up to 1,000 results; one answer per item, in input order.
+
+    Each item gets the status POST /results/enqueue would give it (202 new, 200
+    identical to an existing result, 400 invalid, 409 conflicting, 429 over quota)
+    with the job view (202, 200) or an error sentence. The accepted items are inserted
+    in one transaction. 413 for more than 1,000 items or a body over 4 MiB; 400 when
+    the body is not an object with a non-empty jobs array.
+    """
+    svc = services()
+    items = [_judge(data, svc) for data in _envelope(await json_body())]
+    leaders: dict[queue.Key, _Item] = {}
+    for item in items:
+        if item.new is not None:
+            key = (item.new.job_id, item.new.result_file)
+            item.leader = leaders.get(key)
+            leaders.setdefault(key, item)
+    if svc.settings.verify_on_enqueue:
+        await _probe(svc, list(leaders.values()))
+    accepted = [item for item in leaders.values() if item.status is None]
+    if accepted:
+        news = [item.new for item in accepted if item.new is not None]
+        rows = await svc.run(lambda c: queue.enqueue_many(c, news))
+        for item in accepted:
+            assert item.new is not None
+            item.row, created = rows[(item.new.job_id, item.new.result_file)]
+            if created:
+                item.status = 202
+                svc.announcer.add(item.row.id)
+                svc.metrics.enqueued.inc()
+            else:
+                _compare(item, item.row)
+    for item in items:
+        if item.leader is not None:
+            if item.leader.row is None:
+                item.status, item.error = item.leader.status, item.leader.error
+            else:
+                item.row = item.leader.row
+                _compare(item, item.row)
+    return json_response({"results": [item.answer() for item in items]})
+
+
+def _envelope(body: Any) -> list[Any]:
+    if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
+        raise InvalidRequest('the body must be a JSON object with a "jobs" array')
+    jobs: list[Any] = body["jobs"]
+    if not jobs:
+        raise InvalidRequest("jobs must hold at least one item")
+    if len(jobs) > MAX_BATCH_ITEMS:
+        raise BodyTooLarge(f"a batch holds at most {MAX_BATCH_ITEMS} jobs, not {len(jobs)}")
+    return jobs
+
+
+def _judge(data: Any, svc: Services) -> _Item:
+    item = _Item()
+    if not isinstance(data, dict):
+        item.refuse(InvalidRequest("each item of jobs must be a JSON object (an enqueue body)"))
+        return item
+    try:
+        item.new = judge(data, svc.settings)
+    except JobsvcError as exc:
+        item.refuse(exc)
+    return item
+
+
+def _compare(item: _Item, row: Job) -> None:
+    """200 when ``item`` is the request that made ``row``, 409 otherwise."""
+    assert item.new is not None
+    try:
+        queue.check_identical(row, item.new)
+        item.status = 200
+    except JobsvcError as exc:
+        item.refuse(exc)
+
+
+async def _probe(svc: Services, leaders: list[_Item]) -> None:
+    """Probe the URLs of the new keys, `PROBE_CONCURRENCY` at a time; a refused URL
+    refuses its item. Cancelled, it cancels the probes in flight (closing their
+    connections)."""
+    pending = [item for item in leaders if item.status is None and item.new is not None]
+    if not pending:
+        return
+    keys = [(item.new.job_id, item.new.result_file) for item in pending if item.new is not None]
+    existing = await svc.run(lambda c: queue.existing_keys(c, keys))
+    limiter = trio.CapacityLimiter(PROBE_CONCURRENCY)
+
+    async def probe(item: _Item, url: str) -> None:
+        async with limiter:
+            try:
+                await svc.fetcher.probe(url)
+            except JobsvcError as exc:
+                item.refuse(exc)
+
+    async with trio.open_nursery() as nursery:
+        for item, key in zip(pending, keys, strict=True):
+            if key not in existing and item.new is not None:
+                nursery.start_soon(probe, item, item.new.img_url)
