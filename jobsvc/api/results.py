@@ -25,7 +25,7 @@ import re
 from urllib.parse import quote, urlencode
 
 from quart import Blueprint, Response, request
-from quart_schema import document_headers, document_querystring, document_request
+from quart_schema import document_headers, document_querystring, document_request, operation_id
 
 from jobsvc import intake, queue
 from jobsvc.api.services import services
@@ -134,6 +134,7 @@ async def get_job(jobId: str) -> Response:  # the path parameter names the API d
 
 
 @blueprint.post("/results/<jobId>/cancel")
+@operation_id("cancel_job")
 @documented((200, CancelResponse, None), (404, ErrorBody, None))
 async def cancel(jobId: str) -> Response:
     """Cancel every unfinished result of a job (idempotent).
@@ -157,6 +158,7 @@ async def cancel(jobId: str) -> Response:
 
 
 @blueprint.get("/results/<jobId>/<resultFile>")
+@operation_id("download_result")
 @documented((200, ImageBody, None), (307, NoBody, LocationHeaders), (404, ErrorBody, None))
 async def download(jobId: str, resultFile: str) -> Response:
     """The stored image of a Completed result.
