@@ -147,7 +147,7 @@ async def cancel(jobId: str) -> Response:
     jid = parse_job_id(jobId)
     svc = services()
     jobs = await svc.run(lambda c: queue.cancel(c, jid))
-    svc.metrics.cancels.inc()
+    svc.metrics.cancel_requests.inc()
     return json_response(
         {
             "jobId": str(jid),

@@ -44,8 +44,6 @@ def report_recorded(metrics: Metrics, jobs: Sequence[Job]) -> None:
     for job in jobs:
         log_transition(job)
         metrics.job_recorded(job)
-        if job.status is Status.CANCELED:
-            metrics.cancels.inc()
 
 
 def report_rescued(metrics: Metrics, jobs: Sequence[Job]) -> None:
