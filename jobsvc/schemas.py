@@ -75,7 +75,16 @@ class JobView(_Camel):
     updated_at: int
     started_at: int | None
     finished_at: int | None
-    duration_ms: int | None = Field(description="from creation to finish; null until finished")
+    duration_ms: int | None = Field(
+        description="from creation to finish, so any runAt delay and retry backoff included; "
+        "null until finished"
+    )
+    # A default, so that a client of this version still reads an older server's views.
+    run_ms: int | None = Field(
+        default=None,
+        description="from the start of the last attempt to finish; null until finished, "
+        "or when it never started",
+    )
     attempts: int
     max_attempts: int
     priority: int
@@ -97,6 +106,7 @@ class JobView(_Camel):
             started_at=epoch_ms(job.started_at),
             finished_at=epoch_ms(job.finished_at),
             duration_ms=job.duration_ms,
+            run_ms=job.run_ms,
             attempts=job.attempts,
             max_attempts=job.max_attempts,
             priority=job.priority,

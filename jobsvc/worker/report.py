@@ -19,13 +19,14 @@ def log_transition(job: Job, *, rescued: bool = False) -> None:
     level = logging.WARNING if job.status is Status.FAILED or rescued else logging.INFO
     log.log(
         level,
-        "job %s/%s %s attempt=%d/%d%s%s",
+        "job %s/%s %s attempt=%d/%d%s%s%s",
         job.job_id,
         job.result_file,
         job.status.value,
         job.attempts,
         job.max_attempts,
         "" if duration is None else f" duration_ms={duration}",
+        "" if job.run_ms is None else f" run_ms={job.run_ms}",
         "" if not job.error else f" error={job.error!r}",
         extra={
             "job_id": str(job.job_id),
@@ -33,6 +34,7 @@ def log_transition(job: Job, *, rescued: bool = False) -> None:
             "status": job.status.value,
             "attempt": job.attempts,
             "duration_ms": duration,
+            "run_ms": job.run_ms,
             "error": job.error,
             "rescued": rescued,
         },
