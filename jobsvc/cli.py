@@ -290,7 +290,10 @@ async def serve_api(
 
     config = hypercorn.config.Config()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.accesslog = None
+    # JOBSVC_ACCESS_LOG: the path without its query string (presigned source URLs and
+    # cursors live there); headers, hence tokens, are never logged.
+    config.accesslog = logging.getLogger("jobsvc.access") if settings.access_log else None
+    config.access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(L)ss'
     # Our logger, so hypercorn's lines go through our format (JSON too) exactly once.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5

@@ -21,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 from urllib.parse import quote, urlencode
 
@@ -52,6 +53,7 @@ from jobsvc.schemas import (
     NoBody,
     job_view,
 )
+from jobsvc.worker.report import log_transition
 
 __all__ = ["PRESIGN_SECONDS", "blueprint"]
 
@@ -59,6 +61,7 @@ __all__ = ["PRESIGN_SECONDS", "blueprint"]
 PRESIGN_SECONDS = 300
 
 blueprint = Blueprint("results", __name__)
+log = logging.getLogger("jobsvc.api")
 
 
 @blueprint.post("/results/enqueue")
@@ -88,6 +91,7 @@ async def enqueue() -> Response:
         return json_response(job_view(job), 200)
     svc.announcer.add(job.id)
     svc.metrics.enqueued.inc()
+    log_transition(job, logger=log)
     return json_response(job_view(job), 202, {"Location": f"/results/{job.job_id}"})
 
 

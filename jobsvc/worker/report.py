@@ -13,11 +13,11 @@ __all__ = ["log_transition", "report_recorded", "report_rescued"]
 log = logging.getLogger("jobsvc.worker")
 
 
-def log_transition(job: Job, *, rescued: bool = False) -> None:
-    """One structured line per recorded transition."""
+def log_transition(job: Job, *, rescued: bool = False, logger: logging.Logger = log) -> None:
+    """One structured line per transition: enqueued (API), claimed and recorded (worker)."""
     duration = job.duration_ms
     level = logging.WARNING if job.status is Status.FAILED or rescued else logging.INFO
-    log.log(
+    logger.log(
         level,
         "job %s/%s %s attempt=%d/%d%s%s%s",
         job.job_id,
