@@ -36,9 +36,10 @@ def test_each_transition_is_a_line_and_the_access_log_is_one_switch_away(
     assert [m.group(1) for m in statuses if m] == ["Queued", "Processing", "Completed"], lines
     assert all(" INFO " in line for line in lines), lines
 
+    # The server writes a request's line once the response is sent: wait for it.
+    wait_for(lambda: '"GET /results/list" 200' in dev.output(), 10, "the list request's line")
     log = dev.output()
     assert re.search(r'"POST /results/enqueue" 202 \d+\.\d+s', log), log
-    assert '"GET /results/list" 200' in log
     assert "s3cr3t" not in log and job_id + "&" not in log  # no query string
 
 
