@@ -11,10 +11,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# jobsvc/schema.sql is a symlink to ../schema.sql: copy both so that it resolves
-# and the wheel built by `pip install .` carries the schema as package data.
+# The schema is package data (jobsvc/schema.sql, a real file; the clone's top-level
+# schema.sql is the symlink), so the wheel built by `pip install .` carries it.
 WORKDIR /src
-COPY pyproject.toml README.md schema.sql ./
+COPY pyproject.toml README.md ./
 COPY jobsvc/ jobsvc/
 RUN pip install . \
     && rm -rf /src \
@@ -40,5 +40,11 @@ ENV MALLOC_ARENA_MAX=2
 # SIGTERM (docker stop) shuts the API and the worker down gracefully: give the
 # container more than JOBSVC_SHUTDOWN_GRACE (30 s) before it is killed.
 STOPSIGNAL SIGTERM
+
+# The slim image has no curl. The API answers /healthz on JOBSVC_PORT; a worker has
+# no HTTP port unless JOBSVC_METRICS_PORT is set, and then answers /metrics there
+# (compose.yaml sets it). A worker without it reports unhealthy: set the port.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; m = os.environ.get('JOBSVC_METRICS_PORT'); u.urlopen(f'http://127.0.0.1:{m}/metrics' if m else f\"http://127.0.0.1:{os.environ.get('JOBSVC_PORT', '8000')}/healthz\", timeout=4)"]
 ENTRYPOINT ["jobsvc"]
 CMD ["api"]

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# `make dev` needs only the runtime: the test and lint tools took 203 of 208 s on a fresh clone.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev test test-fast lint format bench clean
@@ -11,15 +13,19 @@ STAMP := $(VENV)/.installed-stamp
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install jobsvc with its test tools
 
-dev: $(STAMP) ## run API + worker on an embedded PostgreSQL (data and results under .jobsvc/)
+dev: $(RUNTIME_STAMP) ## run API + worker on an embedded PostgreSQL (data and results under .jobsvc/)
 	$(BIN)/jobsvc dev
 
 test: $(STAMP) ## run the whole suite (PostgreSQL: JOBSVC_TEST_DATABASE_URL, else Docker, else embedded)

@@ -24,6 +24,7 @@ from jobsvc.config import Settings
 from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError, SchemaMismatch
 
 if TYPE_CHECKING:
+    from jobsvc.metrics import Metrics
     from jobsvc.worker import Handler
 
 log = logging.getLogger("jobsvc")
@@ -222,6 +223,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from jobsvc import embedded
+    from jobsvc.metrics import Metrics
 
     data_dir: Path = args.data_dir
     defaults = {
@@ -236,9 +238,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     migrate(settings.require_database_url())
     print(f"jobsvc dev: PostgreSQL  {settings.database_url}", flush=True)
     print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
+    metrics = Metrics()  # one registry: the API's /metrics shows the worker's counters too
     trio.run(
         _serve_until_signal,
-        [partial(serve_api, settings), partial(run_worker, settings, handlers=handlers)],
+        [
+            partial(serve_api, settings, metrics=metrics),
+            partial(run_worker, settings, handlers=handlers, metrics=metrics),
+        ],
     )
     return 0
 
@@ -270,7 +276,11 @@ async def _serve_until_signal(services: Sequence[Service]) -> None:
 
 
 async def serve_api(
-    settings: Settings, stop: trio.Event, task_status: Any = trio.TASK_STATUS_IGNORED
+    settings: Settings,
+    stop: trio.Event,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    *,
+    metrics: Metrics | None = None,
 ) -> None:
     import hypercorn.config
     import hypercorn.trio
@@ -280,13 +290,16 @@ async def serve_api(
 
     config = hypercorn.config.Config()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.accesslog = None
+    # JOBSVC_ACCESS_LOG: the path without its query string (presigned source URLs and
+    # cursors live there); headers, hence tokens, are never logged.
+    config.accesslog = logging.getLogger("jobsvc.access") if settings.access_log else None
+    config.access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(L)ss'
     # Our logger, so hypercorn's lines go through our format (JSON too) exactly once.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 5
     config.keep_alive_timeout = serving.KEEP_ALIVE_TIMEOUT
     serving.install_json_protocol_errors()
-    app = create_app(settings)
+    app = create_app(settings, metrics=metrics)
 
     async def shutdown_trigger() -> None:
         await stop.wait()
@@ -311,11 +324,12 @@ async def run_worker(
     task_status: Any = trio.TASK_STATUS_IGNORED,
     *,
     handlers: Mapping[str, Handler] | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     from jobsvc.handlers import describe
     from jobsvc.worker import Worker
 
-    worker = Worker(settings, handlers=handlers)
+    worker = Worker(settings, handlers=handlers, metrics=metrics)
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 

@@ -45,6 +45,8 @@ class Settings:
     retry_backoff: float = 1.0
     log_format: str = "text"
     log_level: str = "INFO"
+    #: One line per HTTP request (method, path without its query string, status, seconds).
+    access_log: bool = False
     metrics_port: int | None = None
     worker_id: str = ""
     spool_dir: str | None = None
@@ -90,6 +92,7 @@ class Settings:
             "retry_backoff": r.get("RETRY_BACKOFF", _float_in(0, 3600), cls.retry_backoff),
             "log_format": r.get("LOG_FORMAT", _choice("text", "json"), cls.log_format),
             "log_level": r.get("LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), cls.log_level),
+            "access_log": r.get("ACCESS_LOG", _bool, cls.access_log),
             "metrics_port": r.get("METRICS_PORT", _int_in(0, 65535), None),
             "worker_id": r.get("WORKER_ID", _nonempty, f"{socket.gethostname()}:{os.getpid()}"),
             "spool_dir": r.get("SPOOL_DIR", _nonempty, None),
@@ -119,7 +122,7 @@ KNOWN_VARIABLES = frozenset(
         *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
         *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
         *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
-        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL"),
+        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL", "ACCESS_LOG"),
     ]
 )
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics (names prefixed ``jobsvc_``), one registry per API app or worker.
+"""Prometheus metrics (names prefixed ``jobsvc_``), one registry per process: `jobsvc dev`
+gives its API and its worker the same `Metrics`, so its ``/metrics`` shows both sides.
 
 Counters and the duration histogram are counted where things happen; the gauges
 that describe the queue as a whole (jobs by status, depth, oldest age) are read
@@ -42,8 +43,9 @@ class Metrics:
         self.cleaned = Counter(
             "jobsvc_cleaned", "Finished results deleted by this worker's cleaner (retention)", registry=r
         )
-        self.cancels = Counter(
-            "jobsvc_cancels", "Cancel requests (API) and canceled jobs (worker)", registry=r
+        # A running job the worker canceled is finished_total{status="Canceled"}.
+        self.cancel_requests = Counter(
+            "jobsvc_cancel_requests", "POST /results/{jobId}/cancel requests answered (API)", registry=r
         )
         self.fetch_bytes = Counter("jobsvc_fetch_bytes", "Image bytes downloaded", registry=r)
         self.subscribers = Gauge("jobsvc_events_subscribers", "Open event streams", registry=r)

@@ -72,6 +72,15 @@ class Job:
         return int((self.finished_at - self.created_at).total_seconds() * 1000)
 
     @property
+    def run_ms(self) -> int | None:
+        """Milliseconds from the start of the last attempt (its claim) to the final status;
+        None while unfinished or when it never started (canceled while Queued). Unlike
+        `duration_ms`, a delay (``runAt``) or retry backoff is not in it."""
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return int((self.finished_at - self.started_at).total_seconds() * 1000)
+
+    @property
     def storage_key(self) -> str:
         """Results of different jobs never overwrite each other: the key is per job."""
         return f"{self.job_id}/{self.result_file}"

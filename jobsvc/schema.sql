@@ -1,1 +1,184 @@
-../schema.sql
+-- jobsvc schema: the single source of truth, applied by `jobsvc migrate`.
+--
+-- Idempotent: every statement may run again on a migrated database. `jobsvc
+-- migrate` runs this whole file in one transaction under a transaction-level
+-- advisory lock, so several migrations started at once apply it one at a time.
+-- Needs PostgreSQL 15 or newer (CREATE OR REPLACE TRIGGER is 14+).
+--
+-- Upgrades: this file converges a database of ANY earlier version to the current
+-- one, rows kept (tests/fixtures/schema_v1.sql is version 1, the upgrade test's
+-- starting point). Its parts, in order:
+--   1. the objects of version 1, as CREATE … IF NOT EXISTS (a fresh database);
+--   2. one section per later version N: objects with IF NOT EXISTS / OR REPLACE,
+--      and data steps in a DO block guarded by `jobsvc_stored_version() < N`
+--      (the version stored before this run: it is written only at the very end);
+--   3. the version written, the only place it is stated (queue.SCHEMA_VERSION
+--      reads it). `jobsvc migrate` refuses a database newer than the code.
+-- To add version N+1: append its section after the last one, bump the number in
+-- the final INSERT, and add a test upgrading from the previous fixture.
+
+-- ---------------------------------------------------------------------------
+-- Schema version: /readyz is ready only when this matches the code's version.
+-- ---------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS jobsvc_meta (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    schema_version integer NOT NULL
+);
+
+-- ---------------------------------------------------------------------------
+-- Results: one row per (job, result file). A job is every row with its job_id.
+-- ---------------------------------------------------------------------------
+-- Statuses:
+--   Queued      waiting for a worker; claimable once run_at has passed
+--   Processing  claimed by worker_id, which holds the session advisory lock on id
+--               for as long as it works on the row (a free lock = a dead owner)
+--   Completed   the image was verified and stored at {job_id}/{result_file}
+--   Failed      a permanent error, or attempts spent; `error` says why
+--   Canceled    canceled by a client, before or during processing
+CREATE TABLE IF NOT EXISTS jobsvc_results (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, -- also the advisory-lock key
+    job_id              uuid NOT NULL,
+    result_file         text NOT NULL,
+    type                text NOT NULL,
+    img_url             text NOT NULL,
+    status              text NOT NULL DEFAULT 'Queued'
+                        CHECK (status IN ('Queued', 'Processing', 'Completed', 'Failed', 'Canceled')),
+    priority            smallint NOT NULL DEFAULT 0 CHECK (priority BETWEEN -100 AND 100),
+    run_at              timestamptz NOT NULL DEFAULT now(),
+    attempts            integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    max_attempts        integer NOT NULL DEFAULT 3 CHECK (max_attempts BETWEEN 1 AND 10),
+    error               text,
+    cancel_requested_at timestamptz,
+    worker_id           text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    started_at          timestamptz,
+    finished_at         timestamptz,
+    CONSTRAINT jobsvc_results_job_file_key UNIQUE (job_id, result_file)
+);
+
+-- The claim walks this index in its ORDER BY: only Queued rows are in it, so a
+-- table full of finished rows never slows the claim down (STACK-NOTES planner trap).
+CREATE INDEX IF NOT EXISTS jobsvc_results_claim_idx
+    ON jobsvc_results (priority DESC, run_at, id) WHERE status = 'Queued';
+
+-- The rescuer and the metrics look at Processing rows only.
+CREATE INDEX IF NOT EXISTS jobsvc_results_processing_idx
+    ON jobsvc_results (id) WHERE status = 'Processing';
+
+-- `GET /results/list?status=…` pages through one status in id order.
+CREATE INDEX IF NOT EXISTS jobsvc_results_status_idx ON jobsvc_results (status, id);
+
+-- `GET /results/list` runs in (created_at, id) order, either way, keyset-paged; each
+-- filter combination walks one of these in order (queries.list_sql says which; the
+-- plans on a million rows are in bench/README.md, "List plans").
+CREATE INDEX IF NOT EXISTS jobsvc_results_created_idx ON jobsvc_results (created_at, id);
+CREATE INDEX IF NOT EXISTS jobsvc_results_status_created_idx
+    ON jobsvc_results (status, created_at, id);
+CREATE INDEX IF NOT EXISTS jobsvc_results_type_created_idx
+    ON jobsvc_results (type, status, created_at, id);
+
+-- ---------------------------------------------------------------------------
+-- Change events: every UPDATE that changes a row's status (or requests its
+-- cancellation) announces the row ids on channel jobsvc_events, one NOTIFY per
+-- statement (not per row) so batched claims and finishes stay cheap. Inserts are
+-- announced by the API's coalescing notifier instead (one NOTIFY per burst).
+-- ---------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION jobsvc_announce_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    chunk text;
+BEGIN
+    -- A NOTIFY payload holds < 8000 bytes: 400 ids per notification is safe
+    -- (queue.IDS_PER_NOTIFY, the same number for the notifications sent from Python).
+    FOR chunk IN
+        SELECT string_agg(n.id::text, ',')
+        FROM new_rows n JOIN old_rows o USING (id)
+        WHERE n.status IS DISTINCT FROM o.status
+           OR n.cancel_requested_at IS DISTINCT FROM o.cancel_requested_at
+        GROUP BY n.id / 400
+    LOOP
+        PERFORM pg_notify('jobsvc_events', chunk);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER jobsvc_results_announce
+    AFTER UPDATE ON jobsvc_results
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobsvc_announce_changes();
+
+-- The version stored before this migration (0 for a fresh database): data steps
+-- of version N run when it is below N. jobsvc_meta is written only at the end.
+CREATE OR REPLACE FUNCTION jobsvc_stored_version() RETURNS integer
+LANGUAGE sql STABLE AS $$ SELECT coalesce(max(schema_version), 0) FROM jobsvc_meta $$;
+
+-- ===========================================================================
+-- Version 2: retention (the cleaner's index) and counts without a table scan.
+-- ===========================================================================
+
+-- The cleaner and `jobsvc purge` walk finished rows oldest first: only finished
+-- rows are in this index, so a pass reads exactly the rows it deletes.
+CREATE INDEX IF NOT EXISTS jobsvc_results_finished_idx
+    ON jobsvc_results (finished_at) WHERE status IN ('Completed', 'Failed', 'Canceled');
+
+-- Rows per status, for /metrics and /results/stats without counting the table.
+-- Insert-only deltas: each INSERT, UPDATE or DELETE statement on jobsvc_results
+-- adds one row per status it changed (statement-level triggers), so concurrent
+-- writers never wait on a shared counter row. The count is sum(delta) per status;
+-- the cleaner compacts the deltas into one row per status on every pass.
+CREATE TABLE IF NOT EXISTS jobsvc_counts (
+    status text NOT NULL,
+    delta  bigint NOT NULL
+);
+
+CREATE OR REPLACE FUNCTION jobsvc_count_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO jobsvc_counts (status, delta)
+        SELECT status, count(*) FROM new_rows GROUP BY status;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO jobsvc_counts (status, delta)
+        SELECT status, -count(*) FROM old_rows GROUP BY status;
+    ELSE
+        INSERT INTO jobsvc_counts (status, delta)
+        SELECT status, sum(d) FROM (
+            SELECT n.status, 1 AS d FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status
+            UNION ALL
+            SELECT o.status, -1 FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status
+        ) changes
+        GROUP BY status;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER jobsvc_results_count_insert
+    AFTER INSERT ON jobsvc_results REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobsvc_count_changes();
+CREATE OR REPLACE TRIGGER jobsvc_results_count_update
+    AFTER UPDATE ON jobsvc_results REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobsvc_count_changes();
+CREATE OR REPLACE TRIGGER jobsvc_results_count_delete
+    AFTER DELETE ON jobsvc_results REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION jobsvc_count_changes();
+
+-- Backfill: count the rows that were there before the triggers. The triggers above
+-- took a SHARE ROW EXCLUSIVE lock on jobsvc_results, so no write can slip in
+-- between this count and the commit.
+DO $$
+BEGIN
+    IF jobsvc_stored_version() < 2 THEN
+        DELETE FROM jobsvc_counts;
+        INSERT INTO jobsvc_counts (status, delta)
+        SELECT status, count(*) FROM jobsvc_results GROUP BY status;
+    END IF;
+END
+$$;
+
+-- ===========================================================================
+-- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
+INSERT INTO jobsvc_meta (schema_version) VALUES (2)
+ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

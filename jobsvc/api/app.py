@@ -11,6 +11,7 @@ Quart and werkzeug raise themselves (unknown path, wrong method, a body over
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import pydantic
 from quart import Response, request
@@ -33,6 +34,7 @@ from jobsvc.errors import (
     UnsupportedMedia,
     quoted,
 )
+from jobsvc.metrics import Metrics
 from jobsvc.schemas import SchemaProvider, error_sentence
 
 __all__ = ["ERROR_STATUS", "create_app", "end_event_streams", "status_for"]
@@ -65,11 +67,14 @@ def create_app(
     subscriber_buffer: int = 256,
     notify_window: float = 0.002,
     storage_check_timeout: float = 2.0,
+    metrics: Metrics | None = None,
 ) -> QuartTrio:
-    """The API app. ``heartbeat`` (seconds between SSE comments), ``subscriber_buffer``
-    (event batches a subscriber may lag before it is dropped), ``notify_window``
-    (seconds between coalesced wake-ups) and ``storage_check_timeout`` (how long
-    ``/readyz`` waits for the storage) exist for tests and tuning."""
+    """The API app. ``metrics``: the process's registry when a worker in the same process
+    shares it (`jobsvc dev`); else the app makes its own. ``heartbeat`` (seconds between
+    SSE comments), ``subscriber_buffer`` (event batches a subscriber may lag before it is
+    dropped), ``notify_window`` (seconds between coalesced wake-ups) and
+    ``storage_check_timeout`` (how long ``/readyz`` waits for the storage) exist for tests
+    and tuning."""
     app = QuartTrio("jobsvc")
     app.config.update(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
@@ -101,7 +106,7 @@ def create_app(
 
     @app.before_serving
     async def start_services() -> None:
-        app.extensions["jobsvc"] = await app.nursery.start(serve, settings, options)
+        app.extensions["jobsvc"] = await app.nursery.start(partial(serve, settings, options, metrics=metrics))
 
     _register_errors(app)
     for module in (results, batch, events, ops, dashboard):

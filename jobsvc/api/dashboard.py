@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import cast
 
 from quart import Blueprint, Response, redirect
-from quart_schema import document_response, hide
+from quart_schema import document_response, hide, operation_id
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
@@ -109,6 +109,7 @@ async def docs_asset(name: str) -> Response:
 
 
 @blueprint.get("/results/stats")
+@operation_id("get_stats")
 @document_response(StatsBody, 200)
 @document_response(ErrorBody, 500)
 @document_response(ErrorBody, 503)

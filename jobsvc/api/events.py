@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from quart import Blueprint, Response, request
-from quart_schema import document_headers, document_querystring
+from quart_schema import document_headers, document_querystring, operation_id
 
 from jobsvc import queue
 from jobsvc.api.services import services
@@ -21,6 +21,7 @@ blueprint = Blueprint("events", __name__)
 
 
 @blueprint.get("/results/events")
+@operation_id("follow_events")
 @document_querystring(EventsQuery)
 @document_headers(EventsHeaders)
 @documented((200, EventStreamBody, None))

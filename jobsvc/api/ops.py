@@ -39,8 +39,11 @@ async def metrics() -> Response:
 @document_response(ReadyBody, 200)
 @document_response(ReadyBody, 503)
 async def readyz() -> Response:
-    """Ready: the database answers, its schema is current, the storage answers (within
-    2 s), background tasks run."""
+    """Ready to serve: 200 when every check is ok, else 503.
+
+    The database answers and its schema is current, the storage answers (within 2 s),
+    the background tasks run and the event listener listens.
+    """
     svc = services()
     database: dict[str, str] = {}
     storage: dict[str, str] = {}

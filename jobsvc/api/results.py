@@ -21,6 +21,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from quart import Blueprint, Response, request
-from quart_schema import document_headers, document_querystring, document_request
+from quart_schema import document_headers, document_querystring, document_request, operation_id
 
 from jobsvc import intake, queue
 from jobsvc.api.services import services
@@ -55,6 +56,7 @@ from jobsvc.schemas import (
     NoBody,
     job_view,
 )
+from jobsvc.worker.report import log_transition
 
 __all__ = ["PRESIGN_SECONDS", "blueprint", "judge"]
 
@@ -62,6 +64,7 @@ __all__ = ["PRESIGN_SECONDS", "blueprint", "judge"]
 PRESIGN_SECONDS = 300
 
 blueprint = Blueprint("results", __name__)
+log = logging.getLogger("jobsvc.api")
 
 
 @blueprint.post("/results/enqueue")
@@ -90,6 +93,7 @@ async def enqueue() -> Response:
         return json_response(job_view(job), 200)
     svc.announcer.add(job.id)
     svc.metrics.enqueued.inc()
+    log_transition(job, logger=log)
     return json_response(job_view(job), 202, {"Location": f"/results/{job.job_id}"})
 
 
@@ -140,6 +144,7 @@ async def get_job(jobId: str) -> Response:  # the path parameter names the API d
 
 
 @blueprint.post("/results/<jobId>/cancel")
+@operation_id("cancel_job")
 @documented((200, CancelResponse, None), (404, ErrorBody, None))
 async def cancel(jobId: str) -> Response:
     """Cancel every unfinished result of a job (idempotent).
@@ -152,7 +157,7 @@ async def cancel(jobId: str) -> Response:
     jid = parse_job_id(jobId)
     svc = services()
     jobs = await svc.run(lambda c: queue.cancel(c, jid))
-    svc.metrics.cancels.inc()
+    svc.metrics.cancel_requests.inc()
     return _summary_response(jid, jobs)
 
 
@@ -180,6 +185,7 @@ def _summary_response(jid: uuid.UUID, jobs: list[Job]) -> Response:
 
 
 @blueprint.get("/results/<jobId>/<resultFile>")
+@operation_id("download_result")
 @documented((200, ImageBody, None), (307, NoBody, LocationHeaders), (404, ErrorBody, None))
 async def download(jobId: str, resultFile: str) -> Response:
     """The stored image of a Completed result.

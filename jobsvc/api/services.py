@@ -150,6 +150,7 @@ async def serve(
     settings: Settings,
     options: Mapping[str, float],
     *,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Services] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Own every resource of the API process; cancelled at shutdown, it closes them all."""
@@ -170,6 +171,7 @@ async def serve(
                 broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
                 storage_check=StorageCheck(storage, nursery, options["storage_check_timeout"]),
                 heartbeat=options["heartbeat"],
+                metrics=metrics or Metrics(),
             )
             for name, fn in (("announcer", services.announcer.run), ("events", services.broadcaster.run)):
                 services.tasks[name] = TaskHealth()

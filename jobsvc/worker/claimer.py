@@ -9,6 +9,7 @@ import trio
 from jobsvc.errors import DatabaseUnavailable
 from jobsvc.metrics import Metrics
 from jobsvc.worker.executor import Executor
+from jobsvc.worker.report import log_transition
 from jobsvc.worker.store import StoreSession
 
 __all__ = ["Claimer"]
@@ -64,4 +65,5 @@ class Claimer:
             self._next_due = math.inf if next_due is None else trio.current_time() + next_due
         self._metrics.claims.inc(len(claimed))
         for job in claimed:
+            log_transition(job)  # Queued -> Processing
             jobs.start_soon(self._executor.run, self._executor.admit(job))

@@ -13,19 +13,20 @@ __all__ = ["log_transition", "report_recorded", "report_rescued"]
 log = logging.getLogger("jobsvc.worker")
 
 
-def log_transition(job: Job, *, rescued: bool = False) -> None:
-    """One structured line per recorded transition."""
+def log_transition(job: Job, *, rescued: bool = False, logger: logging.Logger = log) -> None:
+    """One structured line per transition: enqueued (API), claimed and recorded (worker)."""
     duration = job.duration_ms
     level = logging.WARNING if job.status is Status.FAILED or rescued else logging.INFO
-    log.log(
+    logger.log(
         level,
-        "job %s/%s %s attempt=%d/%d%s%s",
+        "job %s/%s %s attempt=%d/%d%s%s%s",
         job.job_id,
         job.result_file,
         job.status.value,
         job.attempts,
         job.max_attempts,
         "" if duration is None else f" duration_ms={duration}",
+        "" if job.run_ms is None else f" run_ms={job.run_ms}",
         "" if not job.error else f" error={job.error!r}",
         extra={
             "job_id": str(job.job_id),
@@ -33,6 +34,7 @@ def log_transition(job: Job, *, rescued: bool = False) -> None:
             "status": job.status.value,
             "attempt": job.attempts,
             "duration_ms": duration,
+            "run_ms": job.run_ms,
             "error": job.error,
             "rescued": rescued,
         },
@@ -44,8 +46,6 @@ def report_recorded(metrics: Metrics, jobs: Sequence[Job]) -> None:
     for job in jobs:
         log_transition(job)
         metrics.job_recorded(job)
-        if job.status is Status.CANCELED:
-            metrics.cancels.inc()
 
 
 def report_rescued(metrics: Metrics, jobs: Sequence[Job]) -> None:

@@ -191,7 +191,8 @@ async def test_filtered_stream_starts_with_the_jobs_current_state(api: Api, conn
             ("b.png", "Queued"),
         ]
 
-    # Reconnecting with Last-Event-ID: the row state the client has is not sent again.
+    # Reconnecting with Last-Event-ID (README, "Following a job without polling"): the
+    # row state that id names is not sent again; every other row's current state is.
     async with subscribe(api, f"?jobId={job_id}", headers={"Last-Event-ID": snapshot[0]["id"]}) as stream:
         with trio.fail_after(5):
             replay = await stream.next_event()

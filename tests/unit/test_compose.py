@@ -50,8 +50,17 @@ def built_here(service: dict[str, Any]) -> bool:
     return context in (".", "./")
 
 
+def jobsvc_image(services: dict[str, dict[str, Any]]) -> str:
+    """The image the one service that builds ./Dockerfile tags."""
+    (builder,) = (s for s in services.values() if built_here(s))
+    image = builder["image"]
+    assert isinstance(image, str)
+    return image
+
+
 def jobsvc_services(services: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in services.items() if built_here(s)}
+    image = jobsvc_image(services)
+    return {name: s for name, s in services.items() if s.get("image") == image}
 
 
 def environment(service: dict[str, Any]) -> dict[str, Any]:
@@ -123,10 +132,41 @@ def test_compose_s3_credentials_match_minio(services: dict[str, dict[str, Any]])
     )
 
 
-def test_compose_api_listens_on_all_interfaces_and_is_published(services: dict[str, dict[str, Any]]) -> None:
+def test_compose_api_listens_on_all_interfaces_and_is_published_on_loopback(
+    services: dict[str, dict[str, Any]],
+) -> None:
     api = services["api"]
-    assert environment(api)["JOBSVC_HOST"] == "0.0.0.0"
-    assert "8000:8000" in api["ports"]
+    assert environment(api)["JOBSVC_HOST"] == "0.0.0.0"  # inside the container
+    # On the host: loopback only, since the API runs without authentication here.
+    assert api["ports"] == ["127.0.0.1:8000:8000"]
+
+
+def test_compose_builds_one_image_and_every_role_runs_it(services: dict[str, dict[str, Any]]) -> None:
+    image = jobsvc_image(services)
+    assert [name for name, s in services.items() if "build" in s] == ["migrate"]
+    for name in ("api", "worker"):
+        assert services[name]["image"] == image and services[name]["pull_policy"] == "never", name
+
+
+def test_compose_pins_every_third_party_image(services: dict[str, dict[str, Any]]) -> None:
+    image = jobsvc_image(services)
+    for name, service in services.items():
+        if service["image"] != image:
+            _, _, tag = service["image"].rpartition(":")
+            assert tag and tag != "latest" and "/" not in tag, f"{name}: {service['image']} is not pinned"
+    assert services["minio"]["image"].startswith("minio/minio:RELEASE.")
+    assert services["minio-init"]["image"].startswith("minio/mc:RELEASE.")
+
+
+def test_compose_worker_healthcheck_asks_its_metrics_port(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    port = Settings.from_env(environment(worker)).metrics_port
+    test = worker["healthcheck"]["test"]
+    assert port and test[:2] == ["CMD", "python"]
+    assert f"127.0.0.1:{port}/metrics" in test[-1]
+    compile(test[-1], "healthcheck", "exec")
+    assert "ports" not in worker
+    assert services["migrate"]["healthcheck"] == {"disable": True}  # one-shot
 
 
 def test_compose_api_healthcheck_uses_readyz_without_curl(services: dict[str, dict[str, Any]]) -> None:
@@ -209,7 +249,10 @@ def test_dockerfile_runs_jobsvc_api_by_default() -> None:
 
 def test_dockerfile_installs_the_package_with_its_schema() -> None:
     copied = " ".join(instructions("COPY")).split()
-    assert "schema.sql" in copied  # jobsvc/schema.sql links to ../schema.sql
+    # The schema inside the package is a real file: a build context that does not
+    # follow symlinks still carries it (the top-level schema.sql is the link).
+    assert (ROOT / "jobsvc" / "schema.sql").is_file() and not (ROOT / "jobsvc" / "schema.sql").is_symlink()
+    assert (ROOT / "schema.sql").resolve() == (ROOT / "jobsvc" / "schema.sql").resolve()
     assert "pyproject.toml" in copied
     assert any(src.rstrip("/") == "jobsvc" for src in copied)
     run = " ".join(instructions("RUN"))
@@ -229,6 +272,15 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored() -> None:
             assert source.rstrip("/") not in ignored, f"COPY {source}: excluded by .dockerignore"
             copied.add(source.rstrip("/"))
     assert pyproject["project"]["readme"] in copied  # setuptools reads it to build
+
+
+def test_dockerfile_healthcheck_asks_the_api_or_the_workers_metrics_port() -> None:
+    (check,) = instructions("HEALTHCHECK")
+    options, _, command = check.partition("CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    argv = json.loads(command)
+    assert argv[:2] == ["python", "-c"] and "/healthz" in argv[2] and "JOBSVC_METRICS_PORT" in argv[2]
+    compile(argv[2], "healthcheck", "exec")
 
 
 def test_dockerfile_does_not_run_as_root() -> None:

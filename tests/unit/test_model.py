@@ -136,13 +136,42 @@ def test_job_view_uses_epoch_ms_and_duration_from_creation() -> None:
     view = job_view(job)
     assert view["createdAt"] == 1767225600000
     assert view["startedAt"] == 1767225600005
-    assert view["durationMs"] == 1500
+    assert view["durationMs"] == 1500 and view["runMs"] == 1495
     assert view["status"] == "Completed" and view["cancelRequested"] is False
     assert set(view) == {
         "jobId", "type", "imgUrl", "status", "resultFile", "createdAt", "updatedAt", "startedAt",
-        "finishedAt", "durationMs", "attempts", "maxAttempts", "priority", "runAt", "cancelRequested",
-        "error",
+        "finishedAt", "durationMs", "runMs", "attempts", "maxAttempts", "priority", "runAt",
+        "cancelRequested", "error",
     }  # fmt: skip
+
+
+def test_run_ms_leaves_out_the_delay_that_duration_ms_counts() -> None:
+    """A job delayed by runAt shows its delay in durationMs (creation to finish), not in
+    runMs (its attempt's start to finish); one canceled while Queued never ran."""
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    started = created + timedelta(hours=1)  # runAt an hour after creation
+    common = dict(
+        id=1, job_id=uuid.UUID(int=1), result_file="a.png", type="ingest", img_url="http://h/a.png",
+        priority=0, run_at=started, max_attempts=3, error=None, cancel_requested_at=None,
+        worker_id=None, created_at=created, updated_at=started,
+    )  # fmt: skip
+    delayed = Job(
+        **common,  # type: ignore[arg-type]
+        status=Status.COMPLETED,
+        attempts=1,
+        started_at=started,
+        finished_at=started + timedelta(milliseconds=40),
+    )
+    assert delayed.duration_ms == 3_600_040 and delayed.run_ms == 40
+    never_ran = Job(
+        **common,  # type: ignore[arg-type]
+        status=Status.CANCELED,
+        attempts=0,
+        started_at=None,
+        finished_at=created + timedelta(seconds=1),
+    )
+    assert never_ran.duration_ms == 1000 and never_ran.run_ms is None
+    assert job_view(never_ran)["runMs"] is None
 
 
 def test_job_view_is_the_documented_model_in_its_field_order() -> None:

@@ -355,6 +355,7 @@ function renderResult(view) {
     ["Started", time(view.startedAt)],
     ["Finished", time(view.finishedAt)],
     ["Duration", view.durationMs == null ? "—" : `${view.durationMs} ms`],
+    ["Run", view.runMs == null ? "—" : `${view.runMs} ms`],
   ];
   for (const [label, value] of rows) {
     const dt = document.createElement("dt");

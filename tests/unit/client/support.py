@@ -30,6 +30,7 @@ def raw_view(
         "startedAt": None,
         "finishedAt": None,
         "durationMs": None,
+        "runMs": None,
         "attempts": 0,
         "maxAttempts": 3,
         "priority": 0,
