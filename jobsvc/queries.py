@@ -5,6 +5,11 @@ decide nothing about retries: `jobsvc.retry` decides, and `FINISH_LOCK_SQL` /
 `RESCUE_LOCK_SQL` read the rows it decides about (under their row locks) and
 `WRITE_DECISIONS_SQL` writes what it decided. docs/ARCHITECTURE.md explains why
 each statement is shaped the way it is.
+
+Tenancy: every statement a client's request runs takes a ``tenant`` parameter and
+filters by it in its WHERE clause, ``(%(tenant)s::text IS NULL OR tenant = …)``: NULL
+means every tenant (an ``admin`` key, or ``JOBSVC_AUTH=off``). Another tenant's rows
+are never fetched.
 """
 
 from __future__ import annotations
@@ -17,37 +22,56 @@ SCHEMA_VERSION_SQL = "SELECT schema_version FROM jobsvc_meta"
 
 ENQUEUE_SQL = """
 WITH ins AS (
-    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
-    VALUES (%(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
-            coalesce(%(run_at)s, now()), %(max_attempts)s)
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
+    SELECT %(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
+           coalesce(%(run_at)s, now()), %(max_attempts)s, %(tenant)s
+    -- jobIds are unique across tenants: another tenant's job keeps its id
+    WHERE NOT EXISTS (SELECT FROM jobsvc_results WHERE job_id = %(job_id)s AND tenant <> %(tenant)s)
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
 )
 SELECT *, true AS inserted FROM ins
 UNION ALL
-SELECT *, false AS inserted FROM jobsvc_results
-WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
+(SELECT *, false AS inserted FROM jobsvc_results
+ WHERE job_id = %(job_id)s AND (result_file = %(result_file)s OR tenant <> %(tenant)s)
+   AND NOT EXISTS (SELECT FROM ins)
+ ORDER BY tenant <> %(tenant)s DESC
+ LIMIT 1)
 """
 
-CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
+CANCEL_LOCK_SQL = """
+SELECT id FROM jobsvc_results
+WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+ORDER BY id FOR UPDATE
+"""
 CANCEL_QUEUED_SQL = """
 UPDATE jobsvc_results
 SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now(),
     error = %(error)s
-WHERE job_id = %(job_id)s AND status = 'Queued'
+WHERE job_id = %(job_id)s AND status = 'Queued' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 """
 CANCEL_PROCESSING_SQL = """
 UPDATE jobsvc_results SET cancel_requested_at = now(), updated_at = now()
 WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS NULL
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 RETURNING id
 """
 
-GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
+GET_JOB_SQL = """
+SELECT * FROM jobsvc_results
+WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+ORDER BY id
+"""
 GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
-GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
+GET_RESULT_SQL = """
+SELECT * FROM jobsvc_results
+WHERE job_id = %(job_id)s AND result_file = %(result_file)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+"""
 LIST_SQL = """
 SELECT * FROM jobsvc_results
 WHERE id > %(after)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
 ORDER BY id
@@ -57,6 +81,7 @@ LIMIT %(limit)s
 LIST_DESC_SQL = """
 SELECT * FROM jobsvc_results
 WHERE id < %(after)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(job_id)s::uuid IS NULL OR job_id = %(job_id)s::uuid)
 ORDER BY id DESC
@@ -149,7 +174,8 @@ SELECT status, count(*)::bigint AS n FROM jobsvc_results GROUP BY status
 QUEUE_AGE_SQL = """
 SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
        count(*)::bigint AS depth
-FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
+FROM jobsvc_results
+WHERE status = 'Queued' AND run_at <= now() AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 """
 
 # --- data lifecycle -----------------------------------------------------------------
@@ -157,14 +183,16 @@ FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
 # Rows per status from the insert-only deltas that schema.sql's triggers write (a
 # few rows once the cleaner has compacted them), instead of counting the table.
 COUNTS_SQL = """
-SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts GROUP BY status
+SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY status
 """
 # Folds the deltas into one row per status. Deltas committed while this runs are
 # not in its snapshot: they are neither deleted nor counted twice.
 COMPACT_COUNTS_SQL = """
-WITH folded AS (DELETE FROM jobsvc_counts RETURNING status, delta)
-INSERT INTO jobsvc_counts (status, delta)
-SELECT status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+WITH folded AS (DELETE FROM jobsvc_counts RETURNING tenant, status, delta)
+INSERT INTO jobsvc_counts (tenant, status, delta)
+SELECT tenant, status, sum(delta) FROM folded GROUP BY tenant, status HAVING sum(delta) <> 0
 """
 
 #: One cleaner (or purge) at a time: a transaction-level advisory lock on a two-int
@@ -186,4 +214,30 @@ WITH doomed AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM jobsvc_results r USING doomed WHERE r.id = doomed.id
+"""
+
+# --- API keys -----------------------------------------------------------------------
+
+CREATE_KEY_SQL = """
+INSERT INTO jobsvc_keys (tenant, scopes, label, token_hash)
+VALUES (%(tenant)s, %(scopes)s, %(label)s, %(token_hash)s)
+RETURNING id, tenant, scopes, label, created_at, last_used_at, revoked_at
+"""
+#: One indexed lookup (jobsvc_keys_token_hash_key) per token the API has not cached.
+KEY_BY_HASH_SQL = """
+SELECT id, tenant, scopes, label, created_at, last_used_at, revoked_at
+FROM jobsvc_keys WHERE token_hash = %(token_hash)s
+"""
+LIST_KEYS_SQL = """
+SELECT id, tenant, scopes, label, created_at, last_used_at, revoked_at FROM jobsvc_keys ORDER BY id
+"""
+REVOKE_KEY_SQL = """
+UPDATE jobsvc_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %(id)s
+RETURNING id, tenant, scopes, label, created_at, last_used_at, revoked_at
+"""
+#: The API's batched last-used write: one statement for every key used since the last flush.
+TOUCH_KEYS_SQL = """
+UPDATE jobsvc_keys k SET last_used_at = greatest(k.last_used_at, u.used_at)
+FROM unnest(%(ids)s::bigint[], %(used)s::timestamptz[]) AS u(id, used_at)
+WHERE k.id = u.id
 """

@@ -106,6 +106,7 @@ class NewResult:
     priority: int = 0
     run_at: datetime | None = None
     max_attempts: int = 3
+    tenant: str = "default"
 
 
 def parse_ids(payload: str) -> list[int]:
@@ -175,10 +176,12 @@ def schema_version(conn: Conn) -> int | None:
 
 
 def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
-    """Insert a result; returns ``(job, created)``.
+    """Insert a result for ``new.tenant``; returns ``(job, created)``.
 
     An identical request for an existing (jobId, resultFile) returns the existing row
-    with ``created=False``; a different one raises `Conflict`.
+    with ``created=False``; a different one raises `Conflict`, and so does a jobId
+    that another tenant uses (jobIds are unique across tenants; nothing of the other
+    tenant's job is told).
     """
     params = {
         "job_id": new.job_id,
@@ -188,6 +191,7 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         "priority": new.priority,
         "run_at": new.run_at,
         "max_attempts": new.max_attempts,
+        "tenant": new.tenant,
     }
     # A conflicting insert committed after our snapshot is invisible to the second
     # half of the statement: run it again with a fresh snapshot (at most twice more).
@@ -199,6 +203,8 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
     inserted = bool(row.pop("inserted"))
     job = Job.from_row(row)
+    if not inserted and job.tenant != new.tenant:
+        raise Conflict(f"jobId {new.job_id} is taken: choose another jobId")
     if not inserted and (job.type != new.type or job.img_url != new.img_url):
         raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
     return job, inserted
@@ -211,12 +217,15 @@ def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:
     notify_ids(conn, EVENTS_CHANNEL, ids)
 
 
-def get_job(conn: Conn, job_id: uuid.UUID) -> list[Job]:
-    return [Job.from_row(r) for r in conn.execute(GET_JOB_SQL, {"job_id": job_id})]
+def get_job(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]:
+    """The job's rows of ``tenant`` (None: of every tenant)."""
+    params = {"job_id": job_id, "tenant": tenant}
+    return [Job.from_row(r) for r in conn.execute(GET_JOB_SQL, params)]
 
 
-def get_result(conn: Conn, job_id: uuid.UUID, result_file: str) -> Job | None:
-    row = conn.execute(GET_RESULT_SQL, {"job_id": job_id, "result_file": result_file}).fetchone()
+def get_result(conn: Conn, job_id: uuid.UUID, result_file: str, tenant: str | None = None) -> Job | None:
+    params = {"job_id": job_id, "result_file": result_file, "tenant": tenant}
+    row = conn.execute(GET_RESULT_SQL, params).fetchone()
     return None if row is None else Job.from_row(row)
 
 
@@ -232,33 +241,37 @@ def list_jobs(
     after: int,
     limit: int,
     order: Literal["asc", "desc"] = "asc",
+    tenant: str | None = None,
 ) -> list[Job]:
-    """Results in id order (oldest first; ``order="desc"``: newest first) after the keyset
-    cursor ``after`` (0: from the start)."""
+    """Results of ``tenant`` (None: every tenant) in id order (oldest first;
+    ``order="desc"``: newest first) after the keyset cursor ``after`` (0: from the start)."""
     desc = order == "desc"
     params: dict[str, Any] = {
         "after": (after or 2**63 - 1) if desc else after,
         "status": None if status is None else status.value,
         "job_id": job_id,
         "limit": limit,
+        "tenant": tenant,
     }
     return [Job.from_row(r) for r in conn.execute(LIST_DESC_SQL if desc else LIST_SQL, params)]
 
 
-def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
-    """Cancel every unfinished result of a job; returns the job's rows afterwards.
+def cancel(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]:
+    """Cancel every unfinished result of a job of ``tenant`` (None: any tenant's); returns
+    the job's rows afterwards. Another tenant's job is `NotFound`, as an unknown one.
 
     Queued rows become Canceled at once; Processing rows get a cancel request and
     their owners a NOTIFY. Locking the rows first makes a concurrent claim either
     finish before us (we then see Processing) or wait (we then see Queued).
     """
-    locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
+    params = {"job_id": job_id, "tenant": tenant}
+    locked = conn.execute(CANCEL_LOCK_SQL, params).fetchall()
     if not locked:
         raise NotFound(f"job {job_id} does not exist")
-    conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id, "error": CANCELED_ERROR})
-    requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, {"job_id": job_id})]
+    conn.execute(CANCEL_QUEUED_SQL, {**params, "error": CANCELED_ERROR})
+    requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, params)]
     notify_ids(conn, CANCEL_CHANNEL, requested)
-    return get_job(conn, job_id)
+    return get_job(conn, job_id, tenant)
 
 
 # --- worker side ------------------------------------------------------------------
@@ -329,10 +342,11 @@ def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
 # --- operations -------------------------------------------------------------------
 
 
-def status_counts(conn: Conn) -> dict[str, int]:
-    """Rows per status, from the counter deltas (no scan of jobsvc_results)."""
+def status_counts(conn: Conn, tenant: str | None = None) -> dict[str, int]:
+    """Rows per status of ``tenant`` (None: of all), from the counter deltas (no scan of
+    jobsvc_results)."""
     counts = {s.value: 0 for s in Status}
-    for row in conn.execute(COUNTS_SQL):
+    for row in conn.execute(COUNTS_SQL, {"tenant": tenant}):
         counts[row["status"]] = int(row["n"])
     return counts
 
@@ -345,9 +359,9 @@ def status_counts_exact(conn: Conn) -> dict[str, int]:
     return counts
 
 
-def queue_age(conn: Conn) -> tuple[int, float]:
-    """(due Queued rows, seconds the oldest of them has been due)."""
-    row = conn.execute(QUEUE_AGE_SQL).fetchone()
+def queue_age(conn: Conn, tenant: str | None = None) -> tuple[int, float]:
+    """(due Queued rows of ``tenant`` (None: of all), seconds the oldest of them has been due)."""
+    row = conn.execute(QUEUE_AGE_SQL, {"tenant": tenant}).fetchone()
     assert row is not None
     return int(row["depth"]), float(row["seconds"])
 
