@@ -37,6 +37,7 @@ def once(ctx: Context, img_port: int, probe: bool, client: str, **env: str) -> d
             JOBSVC_PORT="0",
             JOBSVC_VERIFY_ON_ENQUEUE=str(probe).lower(),
             JOBSVC_ALLOW_PRIVATE_URLS="true",
+            JOBSVC_AUTH="off",  # the enqueue path itself; a cached key lookup adds one dict get
             JOBSVC_STORAGE_URL=f"file://{ctx.workdir / 'http-results'}",
             **env,
         )

@@ -314,6 +314,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     data_dir: Path = args.data_dir
     defaults = {
+        "auth": "off",
         "allow_private_urls": True,
         "storage_url": f"file://{(data_dir / 'results').resolve()}",
     }
@@ -325,6 +326,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     migrate(settings.require_database_url())
     print(f"jobsvc dev: PostgreSQL  {settings.database_url}", flush=True)
     print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
+    if settings.auth == "off":
+        print(
+            "jobsvc dev: auth is OFF: every request acts as tenant default with every scope "
+            "(JOBSVC_AUTH=keys to require API keys)",
+            flush=True,
+        )
     trio.run(
         _serve_until_signal,
         [partial(serve_api, settings), partial(run_worker, settings, handlers=handlers)],

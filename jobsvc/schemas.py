@@ -82,6 +82,7 @@ class JobView(_Camel):
     run_at: int
     cancel_requested: bool
     error: str | None = Field(description="a sentence; null unless failed or retrying")
+    tenant: str = Field(description="the tenant of the key that enqueued it")
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -103,6 +104,7 @@ class JobView(_Camel):
             run_at=_ms(job.run_at),
             cancel_requested=job.cancel_requested_at is not None,
             error=job.error,
+            tenant=job.tenant,
         )
 
 
@@ -162,6 +164,7 @@ class ListQuery(_Camel):
     order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first; desc: newest first")
     limit: int = Field(100, ge=1, le=1000)
     after: str | None = Field(None, description="opaque cursor from the previous page's Link header")
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
 
 
 class StatsBody(_Camel):
@@ -176,6 +179,19 @@ class StatsBody(_Camel):
 
 class EventsQuery(_Camel):
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
+
+
+class StatsQuery(_Camel):
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
+
+
+class WhoAmIBody(_Camel):
+    """Who a token acts as."""
+
+    tenant: str = Field(description="the tenant its enqueued results belong to")
+    scopes: list[str]
+    reads_tenants: list[str] | None = Field(description="the tenants it reads; null: every tenant (admin)")
 
 
 class ListRequestHeaders(pydantic.BaseModel):

@@ -28,10 +28,12 @@ from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_querystring, document_request
 
 from jobsvc import intake, queue
+from jobsvc.api.auth import principal, reads, requires
 from jobsvc.api.services import services
 from jobsvc.api.wire import documented, json_body, json_response, query, validate
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, NotFound, quoted
+from jobsvc.keys import DEFAULT_TENANT, Scope
 from jobsvc.model import (
     Job,
     Status,
@@ -70,6 +72,7 @@ blueprint = Blueprint("results", __name__)
     (413, ErrorBody, None),
     (415, ErrorBody, None),
 )
+@requires(Scope.ENQUEUE)
 async def enqueue() -> Response:
     """Enqueue one result of a job.
 
@@ -78,9 +81,9 @@ async def enqueue() -> Response:
     """
     svc = services()
     req = validate(EnqueueRequest, await json_body())
-    new = _new_result(req, svc.settings)
+    new = _new_result(req, svc.settings, principal().tenant)
     if svc.settings.verify_on_enqueue:
-        existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file))
+        existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file, new.tenant))
         if existing is None:
             await svc.fetcher.probe(new.img_url)
     job, created = await svc.run(lambda c: queue.enqueue(c, new))
@@ -95,6 +98,7 @@ async def enqueue() -> Response:
 @document_querystring(ListQuery)
 @document_headers(ListRequestHeaders)
 @documented((200, JobViews, ListResponseHeaders), (304, NoBody, None))
+@requires(Scope.READ)
 async def list_results() -> Response:
     """List results, oldest first (order=desc: newest first), a page at a time.
 
@@ -104,9 +108,10 @@ async def list_results() -> Response:
     q = query(ListQuery)
     job_id = parse_job_id(q.job_id) if q.job_id is not None else None
     after = _decode_cursor(q.after) if q.after is not None else 0
+    tenant = reads(q.tenant)
     jobs = await services().run(
         lambda c: queue.list_jobs(
-            c, status=q.status, job_id=job_id, after=after, limit=q.limit + 1, order=q.order
+            c, status=q.status, job_id=job_id, after=after, limit=q.limit + 1, order=q.order, tenant=tenant
         )
     )
     page = jobs[: q.limit]
@@ -124,10 +129,12 @@ async def list_results() -> Response:
 
 @blueprint.get("/results/<jobId>")
 @documented((200, JobViews, None), (404, ErrorBody, None))
+@requires(Scope.READ)
 async def get_job(jobId: str) -> Response:  # the path parameter names the API documents
-    """All results of a job (404 when the job does not exist)."""
+    """All results of a job (404 when the job does not exist, or is another tenant's)."""
     jid = parse_job_id(jobId)
-    jobs = await services().run(lambda c: queue.get_job(c, jid))
+    tenant = reads()
+    jobs = await services().run(lambda c: queue.get_job(c, jid, tenant))
     if not jobs:
         raise NotFound(f"job {jid} does not exist")
     return json_response([job_view(j) for j in jobs])
@@ -135,6 +142,7 @@ async def get_job(jobId: str) -> Response:  # the path parameter names the API d
 
 @blueprint.post("/results/<jobId>/cancel")
 @documented((200, CancelResponse, None), (404, ErrorBody, None))
+@requires(Scope.CANCEL)
 async def cancel(jobId: str) -> Response:
     """Cancel every unfinished result of a job (idempotent).
 
@@ -145,7 +153,8 @@ async def cancel(jobId: str) -> Response:
     """
     jid = parse_job_id(jobId)
     svc = services()
-    jobs = await svc.run(lambda c: queue.cancel(c, jid))
+    tenant = reads()
+    jobs = await svc.run(lambda c: queue.cancel(c, jid, tenant))
     svc.metrics.cancels.inc()
     return json_response(
         {
@@ -158,6 +167,7 @@ async def cancel(jobId: str) -> Response:
 
 @blueprint.get("/results/<jobId>/<resultFile>")
 @documented((200, ImageBody, None), (307, NoBody, LocationHeaders), (404, ErrorBody, None))
+@requires(Scope.READ)
 async def download(jobId: str, resultFile: str) -> Response:
     """The stored image of a Completed result.
 
@@ -169,7 +179,8 @@ async def download(jobId: str, resultFile: str) -> Response:
     # The rule enqueue names results by: a name it refuses (NUL, separators, over
     # 255 bytes) was never stored, and must not reach SQL, which refuses NUL.
     name = check_file_name(resultFile)
-    job = await svc.run(lambda c: queue.get_result(c, jid, name))
+    tenant = reads()
+    job = await svc.run(lambda c: queue.get_result(c, jid, name, tenant))
     if job is None:
         raise NotFound(f"job {jid} has no result named {quoted(name)}")
     if job.status is not Status.COMPLETED:
@@ -188,8 +199,8 @@ async def download(jobId: str, resultFile: str) -> Response:
     )
 
 
-def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:
-    return intake.new_result(req, settings.max_attempts)
+def _new_result(req: EnqueueRequest, settings: Settings, tenant: str = DEFAULT_TENANT) -> queue.NewResult:
+    return intake.new_result(req, settings.max_attempts, tenant)
 
 
 def _encode_cursor(row_id: int) -> str:
