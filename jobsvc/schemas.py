@@ -82,7 +82,8 @@ class JobView(_Camel):
     run_at: int
     cancel_requested: bool
     error: str | None = Field(description="a sentence; null unless failed or retrying")
-    tenant: str = Field(description="the tenant of the key that enqueued it")
+    # A default, so that clients of this version still read a server from before tenants.
+    tenant: str = Field("default", description="the tenant of the key that enqueued it")
 
     @classmethod
     def of(cls, job: Job) -> JobView:

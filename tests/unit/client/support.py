@@ -36,6 +36,7 @@ def raw_view(
         "runAt": 1_000,
         "cancelRequested": False,
         "error": None,
+        "tenant": "default",
         **kw,
     }
 
