@@ -51,6 +51,7 @@ def once(
             JOBSVC_PORT="0",
             JOBSVC_VERIFY_ON_ENQUEUE=str(probe).lower(),
             JOBSVC_ALLOW_PRIVATE_URLS="true",
+            JOBSVC_AUTH="off",  # the enqueue path itself; a cached key lookup adds one dict get
             JOBSVC_STORAGE_URL=f"file://{ctx.workdir / 'http-results'}",
             **env,
         )

@@ -1,5 +1,5 @@
 """The ``jobsvc`` command: servers (migrate, api, worker, dev), database tools
-(purge) and clients (enqueue, list, cancel, watch) of a running API.
+(purge, keys) and clients (enqueue, list, cancel, watch) of a running API.
 
 Exit codes: 0 success, 1 the job or request failed, 2 bad usage or configuration
 (also: the database's schema is not this code's version), 3 the service or
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only these finished statuses (Completed, Failed, Canceled); repeat or comma-separate "
         "(default: all three)",
     )
+    _keys_commands(sub)
     dev = server("dev", "embedded PostgreSQL + migrate + API + worker in one process", cmd_dev)
     _listen_flags(dev)
     dev.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
@@ -101,6 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
         return parser
     client.add_commands(sub)
     return parser
+
+
+def _keys_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="manage API keys on the database: create, list, revoke",
+        description="API keys, on the database directly (README, Security). A token is shown once, "
+        "by create, and stored only as a hash.",
+    )
+    actions = keys.add_subparsers(title="actions", required=True, metavar="ACTION")
+
+    def action(name: str, help: str, func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help, description=help)
+        p.add_argument("--database-url", help="PostgreSQL URI (JOBSVC_DATABASE_URL)")
+        p.set_defaults(func=func)
+        return p
+
+    create = action("create", "create a key and print its token alone on stdout (once)", cmd_keys_create)
+    create.add_argument("--tenant", required=True, help="the tenant whose results the key enqueues and reads")
+    scopes = create.add_mutually_exclusive_group()
+    scopes.add_argument(
+        "--scopes",
+        default="enqueue,read,cancel",
+        help="comma-separated: enqueue, read, cancel (default: all three, for its tenant only)",
+    )
+    scopes.add_argument("--admin", action="store_true", help="every scope, for every tenant")
+    create.add_argument("--label", help="a note saying whose key it is (shown by keys list)")
+    action("list", "list keys: id, tenant, scopes, label, created, last used, revoked", cmd_keys_list)
+    revoke = action("revoke", "revoke a key (refused by the API within 5 s)", cmd_keys_revoke)
+    revoke.add_argument("id", type=int, help="the key's id (from keys list)")
 
 
 def _listen_flags(p: argparse.ArgumentParser) -> None:
@@ -194,6 +225,64 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_hop(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
+    """Run ``fn(conn)`` in one transaction on a database at this code's schema version."""
+    from jobsvc import db
+
+    settings = _settings(args)
+    with db.connect(settings.require_database_url(), autocommit=True) as conn, db.translate_errors("keys"):
+        problem = queue.schema_problem(queue.schema_version(conn))
+        if problem is not None:
+            raise SchemaMismatch(f"keys not changed: {problem}")
+        with conn.transaction():
+            return fn(conn)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from jobsvc import keys
+
+    scopes = (keys.Scope.ADMIN,) if args.admin else keys.parse_scopes([args.scopes])
+    key, token = _key_hop(args, lambda c: keys.create_key(c, args.tenant, scopes, args.label))
+    # The token alone on stdout (for `$(jobsvc keys create …)`); what it is, on stderr.
+    print(token, flush=True)
+    print(
+        f"jobsvc: created key {key.id} for tenant {key.tenant} with scopes {','.join(key.scopes)}; "
+        "the token is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from jobsvc import keys
+
+    def when(moment: Any) -> str:
+        return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    rows = [("ID", "TENANT", "SCOPES", "LABEL", "CREATED", "LAST USED", "REVOKED")]
+    for key in _key_hop(args, keys.list_keys):
+        created, used, revoked = (when(_utc(m)) for m in (key.created_at, key.last_used_at, key.revoked_at))
+        rows.append((str(key.id), key.tenant, ",".join(key.scopes), key.label or "-", created, used, revoked))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _utc(moment: Any) -> Any:
+    from datetime import UTC
+
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from jobsvc import keys
+
+    key = _key_hop(args, lambda c: keys.revoke_key(c, args.id))
+    print(f"jobsvc: revoked key {key.id} of tenant {key.tenant} (the API refuses it within 5 s)")
+    return 0
+
+
 def _finished_statuses(given: Sequence[str] | None) -> tuple[str, ...]:
     if not given:
         return queue.FINISHED
@@ -227,6 +316,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     data_dir: Path = args.data_dir
     defaults = {
+        "auth": "off",
         "allow_private_urls": True,
         "storage_url": f"file://{(data_dir / 'results').resolve()}",
     }
@@ -238,6 +328,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     migrate(settings.require_database_url())
     print(f"jobsvc dev: PostgreSQL  {settings.database_url}", flush=True)
     print(f"jobsvc dev: results in  {settings.storage_url}", flush=True)
+    if settings.auth == "off":
+        print(
+            "jobsvc dev: auth is OFF: every request acts as tenant default with every scope "
+            "(JOBSVC_AUTH=keys to require API keys)",
+            flush=True,
+        )
     metrics = Metrics()  # one registry: the API's /metrics shows the worker's counters too
     trio.run(
         _serve_until_signal,

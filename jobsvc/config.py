@@ -53,6 +53,9 @@ class Settings:
     #: Seconds a finished row is kept (``JOBSVC_RETENTION``, e.g. ``7d``); 0 keeps it forever.
     retention: float = 7 * 86400.0
     clean_interval: float = 60.0
+    #: ``keys``: every route but the public ones needs a bearer token; ``off``: every
+    #: request acts as tenant ``default`` with every scope (``jobsvc dev``'s default).
+    auth: str = "keys"
 
     @classmethod
     def from_env(
@@ -98,6 +101,7 @@ class Settings:
             "spool_dir": r.get("SPOOL_DIR", _nonempty, None),
             "retention": r.get("RETENTION", parse_duration, cls.retention),
             "clean_interval": r.get("CLEAN_INTERVAL", _float_in(0.05, 86400), cls.clean_interval),
+            "auth": r.get("AUTH", _choice("keys", "off"), given.get("auth", cls.auth)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -122,7 +126,7 @@ KNOWN_VARIABLES = frozenset(
         *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
         *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
         *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
-        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL", "ACCESS_LOG"),
+        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL", "ACCESS_LOG", "AUTH"),
     ]
 )
 

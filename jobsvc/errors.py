@@ -5,6 +5,8 @@
     ├── InvalidRequest          a client sent something we refuse (HTTP 400)
     │   ├── BodyTooLarge        the request body is over the API's limit (HTTP 413)
     │   └── UnsupportedMedia    the request body is not UTF-8 JSON (HTTP 415)
+    ├── Unauthorized            no token, or an unknown or revoked one (HTTP 401)
+    ├── Forbidden               a valid key without the route's scope (HTTP 403)
     ├── NotFound                the job or result does not exist (HTTP 404)
     ├── Conflict                same jobId + resultFile, different request (HTTP 409)
     ├── DatabaseUnavailable     PostgreSQL could not be reached in time (HTTP 503)
@@ -43,6 +45,18 @@ class BodyTooLarge(InvalidRequest):
 
 class UnsupportedMedia(InvalidRequest):
     """The request body is not in a media type the route reads (JSON, UTF-8)."""
+
+
+class Unauthorized(JobsvcError):
+    """The request carries no bearer token, or one that is unknown or revoked. Its
+    sentence never contains the token."""
+
+    #: The ``WWW-Authenticate`` challenge of the 401 (RFC 6750).
+    challenge = 'Bearer realm="jobsvc"'
+
+
+class Forbidden(JobsvcError):
+    """The key is valid but lacks the scope the route needs."""
 
 
 class NotFound(JobsvcError):

@@ -9,7 +9,8 @@
 - `Broadcaster` (LISTEN in): one ``LISTEN jobsvc_events`` connection per API
   process. The listener only collects row ids; a reader task fetches the rows of
   everything collected so far in one hop and fans the job views out to the
-  subscribers (one bounded memory channel each). A subscriber whose channel is
+  subscribers (one bounded memory channel each), each getting only the rows of
+  its tenant (every tenant's for an admin key). A subscriber whose channel is
   full is dropped (its stream ends): a slow client never blocks the others.
 - `event_stream`: one Server-Sent Events stream (``GET /results/events``).
 
@@ -128,8 +129,12 @@ class Subscriber:
     receive: trio.MemoryReceiveChannel[list[Job]]
     dropped: bool = False
     sent: dict[int, datetime] = field(default_factory=dict)
+    #: Whose rows it gets (None: every tenant's, an admin key's stream).
+    tenant: str | None = None
 
     def wants(self, job: Job) -> bool:
+        if self.tenant is not None and job.tenant != self.tenant:
+            return False
         return self.job_id is None or job.job_id == self.job_id
 
 
@@ -155,10 +160,11 @@ class Broadcaster:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def subscribe(self, job_id: uuid.UUID | None = None) -> Subscriber:
-        """A new mailbox; already closed (its stream ends at once) after `end_streams`."""
+    def subscribe(self, job_id: uuid.UUID | None = None, tenant: str | None = None) -> Subscriber:
+        """A new mailbox for ``tenant``'s rows (None: every tenant's); already closed (its
+        stream ends at once) after `end_streams`."""
         send, receive = trio.open_memory_channel[list[Job]](self._buffer)
-        subscriber = Subscriber(job_id, send, receive)
+        subscriber = Subscriber(job_id, send, receive, tenant=tenant)
         if self._ended:
             send.close()
         else:
@@ -276,6 +282,7 @@ async def event_stream(
     broadcaster: Broadcaster,
     *,
     job_id: uuid.UUID | None,
+    tenant: str | None = None,
     last_event_id: str | None,
     snapshot: Callable[[uuid.UUID], Awaitable[list[Job]]],
     heartbeat: float = 15.0,
@@ -288,7 +295,7 @@ async def event_stream(
     The stream ends when the subscriber is dropped or the broadcaster stops; a
     client disconnect closes the generator, which unsubscribes (synchronously).
     """
-    subscriber = broadcaster.subscribe(job_id)
+    subscriber = broadcaster.subscribe(job_id, tenant)
     try:
         yield b"retry: 2000\n: connected\n\n"
         if job_id is not None:

@@ -30,8 +30,8 @@ def parse_request(data: Any) -> EnqueueRequest:
         raise InvalidRequest(error_sentence(exc)) from None
 
 
-def new_result(req: EnqueueRequest, default_max_attempts: int) -> NewResult:
-    """The validated row to insert; raises `InvalidRequest` with a sentence."""
+def new_result(req: EnqueueRequest, default_max_attempts: int, tenant: str = "default") -> NewResult:
+    """The validated row to insert for ``tenant``; raises `InvalidRequest` with a sentence."""
     job_id = parse_job_id(req.job_id)
     if not req.type.isprintable():
         raise InvalidRequest("type must not contain control characters")
@@ -47,4 +47,5 @@ def new_result(req: EnqueueRequest, default_max_attempts: int) -> NewResult:
         priority=req.priority if req.priority is not None else 0,
         run_at=run_at,
         max_attempts=req.max_attempts if req.max_attempts is not None else default_max_attempts,
+        tenant=tenant,
     )

@@ -57,6 +57,9 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: The tenant of the key that enqueued it (README, "Security"); rows from before
+    #: tenants existed belong to ``default``.
+    tenant: str = "default"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:

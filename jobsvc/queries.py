@@ -6,6 +6,11 @@ decide nothing about retries: `jobsvc.retry` decides, and `FINISH_LOCK_SQL` /
 `RESCUE_LOCK_SQL` read the rows it decides about (under their row locks) and
 `WRITE_DECISIONS_SQL` writes what it decided. docs/ARCHITECTURE.md explains why
 each statement is shaped the way it is.
+
+Tenancy: every statement a client's request runs takes a ``tenant`` parameter and
+filters by it in its WHERE clause, ``(%(tenant)s::text IS NULL OR tenant = …)``: NULL
+means every tenant (an ``admin`` key, or ``JOBSVC_AUTH=off``). Another tenant's rows
+are never fetched.
 """
 
 from __future__ import annotations
@@ -23,40 +28,52 @@ SCHEMA_VERSION_SQL = "SELECT schema_version FROM jobsvc_meta"
 
 ENQUEUE_SQL = """
 WITH ins AS (
-    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
-    VALUES (%(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
-            coalesce(%(run_at)s, now()), %(max_attempts)s)
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
+    SELECT %(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
+           coalesce(%(run_at)s, now()), %(max_attempts)s, %(tenant)s
+    -- jobIds are unique across tenants: another tenant's job keeps its id
+    WHERE NOT EXISTS (SELECT FROM jobsvc_results WHERE job_id = %(job_id)s AND tenant <> %(tenant)s)
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
 )
 SELECT *, true AS inserted FROM ins
 UNION ALL
-SELECT *, false AS inserted FROM jobsvc_results
-WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELECT FROM ins)
+(SELECT *, false AS inserted FROM jobsvc_results
+ WHERE job_id = %(job_id)s AND (result_file = %(result_file)s OR tenant <> %(tenant)s)
+   AND NOT EXISTS (SELECT FROM ins)
+ ORDER BY tenant <> %(tenant)s DESC
+ LIMIT 1)
 """
 
 # Batch enqueue: ENQUEUE_SQL for many rows in one statement, inserted in input order
 # (so their ids are). Keys are unique in the input (the caller judges in-batch
-# duplicates). Rows that exist come back with inserted = false; a key in neither half
-# was committed by a concurrent writer after this statement's snapshot.
+# duplicates). Every row comes back with ``key_file``, the result file of the input
+# it answers. Rows that exist come back with inserted = false: the row at that key,
+# or another tenant's row of that jobId (jobIds are unique across tenants: nothing
+# is inserted then). A key in neither half was committed by a concurrent writer
+# after this statement's snapshot.
 ENQUEUE_MANY_SQL = """
 WITH input AS (
     SELECT * FROM unnest(%(job_ids)s::uuid[], %(result_files)s::text[], %(types)s::text[],
                          %(img_urls)s::text[], %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
-                         %(max_attempts)s::int[]) WITH ORDINALITY
-        AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, n)
+                         %(max_attempts)s::int[], %(tenants)s::text[]) WITH ORDINALITY
+        AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant, n)
 ), ins AS (
-    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts)
-    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts
-    FROM input ORDER BY n
+    INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
+    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts, tenant
+    FROM input i
+    WHERE NOT EXISTS (SELECT FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant)
+    ORDER BY n
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
 )
-SELECT *, true AS inserted FROM ins
+SELECT *, true AS inserted, result_file AS key_file FROM ins
 UNION ALL
-SELECT r.*, false AS inserted
-FROM jobsvc_results r JOIN input i ON r.job_id = i.job_id AND r.result_file = i.result_file
-WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
+(SELECT DISTINCT ON (i.n) r.*, false AS inserted, i.result_file AS key_file
+ FROM input i JOIN jobsvc_results r
+   ON r.job_id = i.job_id AND (r.result_file = i.result_file OR r.tenant <> i.tenant)
+ WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
+ ORDER BY i.n, r.tenant <> i.tenant DESC)
 """
 # Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
 EXISTING_KEYS_SQL = """
@@ -66,16 +83,21 @@ JOIN unnest(%(job_ids)s::uuid[], %(result_files)s::text[]) AS k(job_id, result_f
   ON r.job_id = k.job_id AND r.result_file = k.result_file
 """
 
-CANCEL_LOCK_SQL = "SELECT id FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id FOR UPDATE"
+CANCEL_LOCK_SQL = """
+SELECT id FROM jobsvc_results
+WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+ORDER BY id FOR UPDATE
+"""
 CANCEL_QUEUED_SQL = """
 UPDATE jobsvc_results
 SET status = 'Canceled', cancel_requested_at = now(), finished_at = now(), updated_at = now(),
     error = %(error)s
-WHERE job_id = %(job_id)s AND status = 'Queued'
+WHERE job_id = %(job_id)s AND status = 'Queued' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 """
 CANCEL_PROCESSING_SQL = """
 UPDATE jobsvc_results SET cancel_requested_at = now(), updated_at = now()
 WHERE job_id = %(job_id)s AND status = 'Processing' AND cancel_requested_at IS NULL
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 RETURNING id
 """
 
@@ -86,12 +108,22 @@ UPDATE jobsvc_results
 SET status = 'Queued', attempts = 0, error = NULL, run_at = now(), updated_at = now(),
     started_at = NULL, finished_at = NULL, cancel_requested_at = NULL, worker_id = NULL
 WHERE job_id = %(job_id)s AND status IN ('Failed', 'Canceled')
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 RETURNING id
 """
 
-GET_JOB_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s ORDER BY id"
+GET_JOB_SQL = """
+SELECT * FROM jobsvc_results
+WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+ORDER BY id
+"""
 GET_BY_IDS_SQL = "SELECT * FROM jobsvc_results WHERE id = ANY(%(ids)s::bigint[]) ORDER BY id"
-GET_RESULT_SQL = "SELECT * FROM jobsvc_results WHERE job_id = %(job_id)s AND result_file = %(result_file)s"
+GET_RESULT_SQL = """
+SELECT * FROM jobsvc_results
+WHERE job_id = %(job_id)s AND result_file = %(result_file)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+"""
+
 NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # --- worker side --------------------------------------------------------------------
@@ -178,7 +210,8 @@ SELECT status, count(*)::bigint AS n FROM jobsvc_results GROUP BY status
 QUEUE_AGE_SQL = """
 SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS seconds,
        count(*)::bigint AS depth
-FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
+FROM jobsvc_results
+WHERE status = 'Queued' AND run_at <= now() AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 """
 
 # --- data lifecycle -----------------------------------------------------------------
@@ -186,14 +219,16 @@ FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()
 # Rows per status from the insert-only deltas that schema.sql's triggers write (a
 # few rows once the cleaner has compacted them), instead of counting the table.
 COUNTS_SQL = """
-SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts GROUP BY status
+SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
+GROUP BY status
 """
 # Folds the deltas into one row per status. Deltas committed while this runs are
 # not in its snapshot: they are neither deleted nor counted twice.
 COMPACT_COUNTS_SQL = """
-WITH folded AS (DELETE FROM jobsvc_counts RETURNING status, delta)
-INSERT INTO jobsvc_counts (status, delta)
-SELECT status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+WITH folded AS (DELETE FROM jobsvc_counts RETURNING tenant, status, delta)
+INSERT INTO jobsvc_counts (tenant, status, delta)
+SELECT tenant, status, sum(delta) FROM folded GROUP BY tenant, status HAVING sum(delta) <> 0
 """
 
 #: One cleaner (or purge) at a time: a transaction-level advisory lock on a two-int
@@ -241,6 +276,7 @@ _LIST_KEYSET = {
     "desc": sql.SQL("(created_at, id) < (%(after_created)s, %(after_id)s)"),
 }
 _LIST_JOB = sql.SQL("job_id = %(job_id)s")
+_LIST_TENANT = sql.SQL("tenant = %(tenant)s")
 _LIST_STATUSES = sql.SQL("status = ANY(%(statuses)s::text[])")
 _LIST_TYPE = sql.SQL("type = %(type)s")
 _LIST_CREATED_FROM = sql.SQL("created_at >= %(created_from)s")
@@ -261,13 +297,14 @@ def list_sql(
     created_from: bool,
     created_before: bool,
     after: bool,
+    tenant: bool = False,
 ) -> sql.Composed:
     """The list statement for one combination of filters.
 
     ``branches`` > 0: one ``status = %(status_i)s`` branch per status, each walking its
     index in order up to the limit, merged (parameters ``status_0`` …). ``any_status``:
     ``status = ANY(%(statuses)s)`` in one scan instead (for a jobId's few rows). The other
-    flags add their fragment; parameters: ``job_id``, ``type``,
+    flags add their fragment; parameters: ``tenant``, ``job_id``, ``type``,
     ``created_from`` (inclusive), ``created_before`` (exclusive), ``after_created`` and
     ``after_id`` (the keyset), ``limit``.
     """
@@ -276,6 +313,7 @@ def list_sql(
     common = [
         fragment
         for wanted, fragment in (
+            (tenant, _LIST_TENANT),
             (any_status, _LIST_STATUSES),
             (job_id, _LIST_JOB),
             (type, _LIST_TYPE),
@@ -301,3 +339,30 @@ def list_sql(
 
 def _conjunction(fragments: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL(" AND ").join(fragments) if fragments else sql.SQL("true")
+
+
+# --- API keys -----------------------------------------------------------------------
+
+CREATE_KEY_SQL = """
+INSERT INTO jobsvc_keys (tenant, scopes, label, token_hash)
+VALUES (%(tenant)s, %(scopes)s, %(label)s, %(token_hash)s)
+RETURNING id, tenant, scopes, label, created_at, last_used_at, revoked_at
+"""
+#: One indexed lookup (jobsvc_keys_token_hash_key) per token the API has not cached.
+KEY_BY_HASH_SQL = """
+SELECT id, tenant, scopes, label, created_at, last_used_at, revoked_at
+FROM jobsvc_keys WHERE token_hash = %(token_hash)s
+"""
+LIST_KEYS_SQL = """
+SELECT id, tenant, scopes, label, created_at, last_used_at, revoked_at FROM jobsvc_keys ORDER BY id
+"""
+REVOKE_KEY_SQL = """
+UPDATE jobsvc_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %(id)s
+RETURNING id, tenant, scopes, label, created_at, last_used_at, revoked_at
+"""
+#: The API's batched last-used write: one statement for every key used since the last flush.
+TOUCH_KEYS_SQL = """
+UPDATE jobsvc_keys k SET last_used_at = greatest(k.last_used_at, u.used_at)
+FROM unnest(%(ids)s::bigint[], %(used)s::timestamptz[]) AS u(id, used_at)
+WHERE k.id = u.id
+"""

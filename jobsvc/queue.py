@@ -110,6 +110,7 @@ class NewResult:
     priority: int = 0
     run_at: datetime | None = None
     max_attempts: int = 3
+    tenant: str = "default"
 
 
 def parse_ids(payload: str) -> list[int]:
@@ -179,10 +180,12 @@ def schema_version(conn: Conn) -> int | None:
 
 
 def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
-    """Insert a result; returns ``(job, created)``.
+    """Insert a result for ``new.tenant``; returns ``(job, created)``.
 
     An identical request for an existing (jobId, resultFile) returns the existing row
-    with ``created=False``; a different one raises `Conflict`.
+    with ``created=False``; a different one raises `Conflict`, and so does a jobId
+    that another tenant uses (jobIds are unique across tenants; nothing of the other
+    tenant's job is told).
     """
     params = {
         "job_id": new.job_id,
@@ -192,6 +195,7 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         "priority": new.priority,
         "run_at": new.run_at,
         "max_attempts": new.max_attempts,
+        "tenant": new.tenant,
     }
     # A conflicting insert committed after our snapshot is invisible to the second
     # half of the statement: run it again with a fresh snapshot (at most twice more).
@@ -210,7 +214,11 @@ def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
 
 def check_identical(job: Job, new: NewResult) -> None:
     """Raise `Conflict` unless ``new`` is the request that created ``job`` (same key,
-    type and URL): what decides between 200 and 409 for an existing result."""
+    type and URL, and tenant): what decides between 200 and 409 for an existing result.
+    Another tenant's row of that jobId means the id is taken (jobIds are unique across
+    tenants)."""
+    if job.tenant != new.tenant:
+        raise Conflict(f"jobId {new.job_id} is taken: choose another jobId")
     if job.type != new.type or job.img_url != new.img_url:
         raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
 
@@ -236,11 +244,13 @@ def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, 
             "priorities": [n.priority for n in todo],
             "run_ats": [n.run_at for n in todo],
             "max_attempts": [n.max_attempts for n in todo],
+            "tenants": [n.tenant for n in todo],
         }
         for row in conn.execute(ENQUEUE_MANY_SQL, params):
             inserted = bool(row.pop("inserted"))
+            key_file = row.pop("key_file")
             job = Job.from_row(row)
-            found[(job.job_id, job.result_file)] = (job, inserted)
+            found[(job.job_id, key_file)] = (job, inserted)
         todo = [n for n in todo if (n.job_id, n.result_file) not in found]
         if not todo:
             return found
@@ -262,12 +272,15 @@ def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:
     notify_ids(conn, EVENTS_CHANNEL, ids)
 
 
-def get_job(conn: Conn, job_id: uuid.UUID) -> list[Job]:
-    return [Job.from_row(r) for r in conn.execute(GET_JOB_SQL, {"job_id": job_id})]
+def get_job(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]:
+    """The job's rows of ``tenant`` (None: of every tenant)."""
+    params = {"job_id": job_id, "tenant": tenant}
+    return [Job.from_row(r) for r in conn.execute(GET_JOB_SQL, params)]
 
 
-def get_result(conn: Conn, job_id: uuid.UUID, result_file: str) -> Job | None:
-    row = conn.execute(GET_RESULT_SQL, {"job_id": job_id, "result_file": result_file}).fetchone()
+def get_result(conn: Conn, job_id: uuid.UUID, result_file: str, tenant: str | None = None) -> Job | None:
+    params = {"job_id": job_id, "result_file": result_file, "tenant": tenant}
+    row = conn.execute(GET_RESULT_SQL, params).fetchone()
     return None if row is None else Job.from_row(row)
 
 
@@ -279,6 +292,7 @@ def get_by_ids(conn: Conn, ids: Sequence[int]) -> list[Job]:
 class ListFilter:
     """Which results a list shows, and in which order (by ``(created_at, id)``)."""
 
+    tenant: str | None = None  # None: every tenant's (admin, or auth off)
     statuses: tuple[Status, ...] = ()  # empty: every status
     job_id: uuid.UUID | None = None
     type: str | None = None
@@ -316,6 +330,7 @@ def list_jobs(conn: Conn, where: ListFilter, *, after: ListCursor | None, limit:
     elif statuses:
         params["statuses"] = [s.value for s in statuses]
     optional = {
+        "tenant": where.tenant,
         "job_id": where.job_id,
         "type": where.type,
         "created_from": where.created_from,
@@ -328,6 +343,7 @@ def list_jobs(conn: Conn, where: ListFilter, *, after: ListCursor | None, limit:
         order=where.order,
         branches=branches,
         any_status=branches == 0 and bool(statuses),
+        tenant=where.tenant is not None,
         job_id=where.job_id is not None,
         type=where.type is not None,
         created_from=where.created_from is not None,
@@ -337,35 +353,39 @@ def list_jobs(conn: Conn, where: ListFilter, *, after: ListCursor | None, limit:
     return [Job.from_row(r) for r in conn.execute(statement, params)]
 
 
-def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
-    """Cancel every unfinished result of a job; returns the job's rows afterwards.
+def cancel(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]:
+    """Cancel every unfinished result of a job of ``tenant`` (None: any tenant's); returns
+    the job's rows afterwards. Another tenant's job is `NotFound`, as an unknown one.
 
     Queued rows become Canceled at once; Processing rows get a cancel request and
     their owners a NOTIFY. Locking the rows first makes a concurrent claim either
     finish before us (we then see Processing) or wait (we then see Queued).
     """
-    locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
+    params = {"job_id": job_id, "tenant": tenant}
+    locked = conn.execute(CANCEL_LOCK_SQL, params).fetchall()
     if not locked:
         raise NotFound(f"job {job_id} does not exist")
-    conn.execute(CANCEL_QUEUED_SQL, {"job_id": job_id, "error": CANCELED_ERROR})
-    requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, {"job_id": job_id})]
+    conn.execute(CANCEL_QUEUED_SQL, {**params, "error": CANCELED_ERROR})
+    requested = [r["id"] for r in conn.execute(CANCEL_PROCESSING_SQL, params)]
     notify_ids(conn, CANCEL_CHANNEL, requested)
-    return get_job(conn, job_id)
+    return get_job(conn, job_id, tenant)
 
 
-def retry(conn: Conn, job_id: uuid.UUID) -> list[Job]:
-    """Put every Failed or Canceled result of a job back to Queued (attempts from 0, error
-    cleared, due now) and wake the workers; returns the job's rows afterwards.
+def retry(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]:
+    """Put every Failed or Canceled result of a job of ``tenant`` (None: any tenant's) back
+    to Queued (attempts from 0, error cleared, due now) and wake the workers; returns the
+    job's rows afterwards. Another tenant's job is `NotFound`, as an unknown one.
 
     The same row locks as `cancel`, in the same order: a retry and a cancel of one job
     run one after the other, never interleaved.
     """
-    locked = conn.execute(CANCEL_LOCK_SQL, {"job_id": job_id}).fetchall()
+    params = {"job_id": job_id, "tenant": tenant}
+    locked = conn.execute(CANCEL_LOCK_SQL, params).fetchall()
     if not locked:
         raise NotFound(f"job {job_id} does not exist")
-    if conn.execute(RETRY_SQL, {"job_id": job_id}).fetchall():
+    if conn.execute(RETRY_SQL, params).fetchall():
         wake_workers(conn)
-    return get_job(conn, job_id)
+    return get_job(conn, job_id, tenant)
 
 
 # --- worker side ------------------------------------------------------------------
@@ -436,10 +456,11 @@ def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
 # --- operations -------------------------------------------------------------------
 
 
-def status_counts(conn: Conn) -> dict[str, int]:
-    """Rows per status, from the counter deltas (no scan of jobsvc_results)."""
+def status_counts(conn: Conn, tenant: str | None = None) -> dict[str, int]:
+    """Rows per status of ``tenant`` (None: of all), from the counter deltas (no scan of
+    jobsvc_results)."""
     counts = {s.value: 0 for s in Status}
-    for row in conn.execute(COUNTS_SQL):
+    for row in conn.execute(COUNTS_SQL, {"tenant": tenant}):
         counts[row["status"]] = int(row["n"])
     return counts
 
@@ -452,9 +473,9 @@ def status_counts_exact(conn: Conn) -> dict[str, int]:
     return counts
 
 
-def queue_age(conn: Conn) -> tuple[int, float]:
-    """(due Queued rows, seconds the oldest of them has been due)."""
-    row = conn.execute(QUEUE_AGE_SQL).fetchone()
+def queue_age(conn: Conn, tenant: str | None = None) -> tuple[int, float]:
+    """(due Queued rows of ``tenant`` (None: of all), seconds the oldest of them has been due)."""
+    row = conn.execute(QUEUE_AGE_SQL, {"tenant": tenant}).fetchone()
     assert row is not None
     return int(row["depth"]), float(row["seconds"])
 

@@ -6,8 +6,8 @@
 -- Needs PostgreSQL 15 or newer (CREATE OR REPLACE TRIGGER is 14+).
 --
 -- Upgrades: this file converges a database of ANY earlier version to the current
--- one, rows kept (tests/fixtures/schema_v1.sql is version 1, the upgrade test's
--- starting point). Its parts, in order:
+-- one, rows kept (tests/fixtures/schema_vN.sql is version N, a starting point of
+-- the upgrade tests). Its parts, in order:
 --   1. the objects of version 1, as CREATE … IF NOT EXISTS (a fresh database);
 --   2. one section per later version N: objects with IF NOT EXISTS / OR REPLACE,
 --      and data steps in a DO block guarded by `jobsvc_stored_version() < N`
@@ -179,6 +179,71 @@ END
 $$;
 
 -- ===========================================================================
+-- Version 3: tenants and API keys (README "Security").
+-- ===========================================================================
+
+-- Every result belongs to the tenant of the key that enqueued it; rows written
+-- before version 3 belong to tenant 'default' (the column default fills them in).
+ALTER TABLE jobsvc_results ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+
+-- Every client read is filtered by tenant inside the SQL: a tenant's list pages
+-- through (tenant, created_at, id) (and (tenant, status, created_at, id) per status,
+-- the list's keyset order); reads by job_id go through jobsvc_results_job_file_key
+-- and check the tenant on the few rows found.
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_created_idx ON jobsvc_results (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_status_created_idx
+    ON jobsvc_results (tenant, status, created_at, id);
+
+-- API keys, managed with `jobsvc keys` on the database directly. A token is 256
+-- random bits (secrets.token_urlsafe(32)) and only its SHA-256 is stored: a token
+-- that random cannot be guessed from its hash, so no slow password hash is needed,
+-- and a request is authenticated by one indexed lookup of the hash.
+--   scopes        enqueue, read, cancel; admin = all of them, for every tenant
+--   last_used_at  written in batches by the API processes (not once per request)
+--   revoked_at    a revoked key is refused (within the API's key cache, 5 s)
+CREATE TABLE IF NOT EXISTS jobsvc_keys (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant       text NOT NULL CHECK (tenant ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+    scopes       text[] NOT NULL
+                 CHECK (scopes <@ ARRAY['enqueue', 'read', 'cancel', 'admin'] AND cardinality(scopes) > 0),
+    label        text,
+    token_hash   bytea NOT NULL CHECK (length(token_hash) = 32),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz,
+    CONSTRAINT jobsvc_keys_token_hash_key UNIQUE (token_hash)
+);
+
+-- The counts gain a tenant dimension, so that /results/stats per tenant stays a
+-- sum over a few delta rows. Deltas written before version 3 are tenant 'default',
+-- as every row was then.
+ALTER TABLE jobsvc_counts ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+
+CREATE OR REPLACE FUNCTION jobsvc_count_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, count(*) FROM new_rows GROUP BY tenant, status;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, -count(*) FROM old_rows GROUP BY tenant, status;
+    ELSE
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, sum(d) FROM (
+            SELECT n.tenant, n.status, 1 AS d FROM new_rows n JOIN old_rows o USING (id)
+            WHERE n.status <> o.status OR n.tenant <> o.tenant
+            UNION ALL
+            SELECT o.tenant, o.status, -1 FROM new_rows n JOIN old_rows o USING (id)
+            WHERE n.status <> o.status OR n.tenant <> o.tenant
+        ) changes
+        GROUP BY tenant, status;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- ===========================================================================
 -- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
-INSERT INTO jobsvc_meta (schema_version) VALUES (2)
+INSERT INTO jobsvc_meta (schema_version) VALUES (3)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

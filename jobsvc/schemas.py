@@ -103,6 +103,8 @@ class JobView(_Camel):
     run_at: int
     cancel_requested: bool
     error: str | None = Field(description="a sentence; null unless failed or retrying")
+    # A default, so that clients of this version still read a server from before tenants.
+    tenant: str = Field("default", description="the tenant of the key that enqueued it")
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -125,6 +127,7 @@ class JobView(_Camel):
             run_at=_ms(job.run_at),
             cancel_requested=job.cancel_requested_at is not None,
             error=job.error,
+            tenant=job.tenant,
         )
 
 
@@ -214,6 +217,7 @@ class ListQuery(_Camel):
     after: str | None = Field(
         None, description="opaque cursor from the previous page's Link header (either order)"
     )
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
 
 
 class StatsBody(_Camel):
@@ -228,6 +232,19 @@ class StatsBody(_Camel):
 
 class EventsQuery(_Camel):
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
+
+
+class StatsQuery(_Camel):
+    tenant: str | None = Field(None, description="admin keys: only this tenant's results")
+
+
+class WhoAmIBody(_Camel):
+    """Who a token acts as."""
+
+    tenant: str = Field(description="the tenant its enqueued results belong to")
+    scopes: list[str]
+    reads_tenants: list[str] | None = Field(description="the tenants it reads; null: every tenant (admin)")
 
 
 class ListRequestHeaders(pydantic.BaseModel):
@@ -280,10 +297,12 @@ _TAGS = {
     "events": "results",
     "dashboard": "results",
     "ops": "operations",
+    "auth": "auth",
 }
 _TAG_DESCRIPTIONS = {
     "results": "Enqueue, list, follow, cancel and download jobs' results.",
     "operations": "Probes and metrics for operators.",
+    "auth": "Who a token acts as.",
 }
 _STATUS_DESCRIPTION = (
     "A result's status: Queued (waiting), Processing (a worker holds it), then Completed, Failed or Canceled."

@@ -41,10 +41,12 @@ def enqueue(
     priority: int = 0,
     run_at: datetime | int | None = None,
     max_attempts: int | None = None,
+    tenant: str = "default",
 ) -> Job:
     """Enqueue one result of a job in ``conn``'s current transaction; returns its row.
 
     ``run_at``: an aware `datetime`, or epoch milliseconds as in the API; None is now.
+    ``tenant``: whose result it is (the API shows it only to that tenant's keys).
     An identical request for an existing (job id, result file) returns the existing
     row and sends nothing; a different one raises `jobsvc.Conflict`; a request the
     API would refuse raises `jobsvc.InvalidRequest` with the API's sentence. Neither
@@ -64,7 +66,7 @@ def enqueue(
         "runAt": run_at,
         "maxAttempts": max_attempts,
     }
-    new = intake.new_result(intake.parse_request(fields), DEFAULT_MAX_ATTEMPTS)
+    new = intake.new_result(intake.parse_request(fields), DEFAULT_MAX_ATTEMPTS, tenant)
     with conn.cursor(row_factory=dict_row) as cursor:
         # A cursor answers execute/fetchone like the connection queue's functions
         # expect, with dict rows whatever the caller's connection uses.

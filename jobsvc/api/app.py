@@ -19,7 +19,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from jobsvc.api import batch, dashboard, events, ops, results
+from jobsvc.api import auth, batch, dashboard, events, ops, results
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -27,10 +27,12 @@ from jobsvc.errors import (
     BodyTooLarge,
     Conflict,
     DatabaseUnavailable,
+    Forbidden,
     InvalidRequest,
     JobsvcError,
     NotFound,
     TransientError,
+    Unauthorized,
     UnsupportedMedia,
     quoted,
 )
@@ -45,6 +47,8 @@ ERROR_STATUS: dict[type[JobsvcError], int] = {
     InvalidRequest: 400,
     BodyTooLarge: 413,
     UnsupportedMedia: 415,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     DatabaseUnavailable: 503,
@@ -68,13 +72,17 @@ def create_app(
     notify_window: float = 0.002,
     storage_check_timeout: float = 2.0,
     metrics: Metrics | None = None,
+    key_cache_seconds: float = auth.CACHE_SECONDS,
+    key_flush_interval: float = auth.FLUSH_SECONDS,
 ) -> QuartTrio:
     """The API app. ``metrics``: the process's registry when a worker in the same process
     shares it (`jobsvc dev`); else the app makes its own. ``heartbeat`` (seconds between
     SSE comments), ``subscriber_buffer`` (event batches a subscriber may lag before it is
-    dropped), ``notify_window`` (seconds between coalesced wake-ups) and
-    ``storage_check_timeout`` (how long ``/readyz`` waits for the storage) exist for tests
-    and tuning."""
+    dropped), ``notify_window`` (seconds between coalesced wake-ups),
+    ``storage_check_timeout`` (how long ``/readyz`` waits for the storage),
+    ``key_cache_seconds`` (how long a key lookup is trusted: the bound on a revocation
+    taking effect) and ``key_flush_interval`` (seconds between last-used writes) exist for
+    tests and tuning."""
     app = QuartTrio("jobsvc")
     app.config.update(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
@@ -89,9 +97,13 @@ def create_app(
                 "A PostgreSQL-backed queue of image-ingest jobs. JSON, camelCase, timestamps in "
                 'epoch milliseconds. Every error is {"error": "<sentence>"}: besides the codes '
                 "listed per operation, an unknown path is 404, a wrong method 405, a body over "
-                "64 KiB 413 (4 MiB for a batch)."
+                "64 KiB 413 (4 MiB for a batch). Every route but /healthz, /readyz, /metrics, "
+                "/openapi.json and the pages needs `Authorization: Bearer <token>` (a key from "
+                "`jobsvc keys create`): 401 without a valid one, 403 without the route's scope."
             ),
         },
+        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearerAuth": []}],
         redoc_ui_path=None,
         scalar_ui_path=None,
         swagger_ui_path=None,  # jobsvc.api.dashboard serves /docs from local files (offline)
@@ -102,6 +114,8 @@ def create_app(
         "subscriber_buffer": subscriber_buffer,
         "notify_window": notify_window,
         "storage_check_timeout": storage_check_timeout,
+        "key_cache_seconds": key_cache_seconds,
+        "key_flush_interval": key_flush_interval,
     }
 
     @app.before_serving
@@ -109,7 +123,8 @@ def create_app(
         app.extensions["jobsvc"] = await app.nursery.start(partial(serve, settings, options, metrics=metrics))
 
     _register_errors(app)
-    for module in (results, batch, events, ops, dashboard):
+    app.before_request(auth.check_request)
+    for module in (results, batch, events, ops, dashboard, auth):
         app.register_blueprint(module.blueprint)
     return app
 
@@ -129,7 +144,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _register_errors(app: QuartTrio) -> None:
     @app.errorhandler(JobsvcError)
     async def jobsvc_error(exc: JobsvcError) -> Response:
-        return _error(status_for(exc), str(exc))
+        headers = {"WWW-Authenticate": exc.challenge} if isinstance(exc, Unauthorized) else None
+        return _error(status_for(exc), str(exc), headers)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def schema_error(exc: RequestSchemaValidationError) -> Response:

@@ -27,10 +27,12 @@ from quart import Blueprint, Response
 from quart_schema import document_request
 
 from jobsvc import queue
+from jobsvc.api.auth import principal, requires
 from jobsvc.api.results import judge
 from jobsvc.api.services import Services, services
 from jobsvc.api.wire import documented, json_body, json_response
 from jobsvc.errors import BodyTooLarge, InvalidRequest, JobsvcError
+from jobsvc.keys import Scope
 from jobsvc.model import Job
 from jobsvc.schemas import MAX_BATCH_ITEMS, BatchRequest, BatchResponse, ErrorBody, job_view
 
@@ -69,6 +71,7 @@ class _Item:
 @blueprint.post("/results/batch")
 @document_request(BatchRequest)
 @documented((200, BatchResponse, None), (413, ErrorBody, None), (415, ErrorBody, None))
+@requires(Scope.ENQUEUE)
 async def batch() -> Response:
     """Enqueue up to 1,000 results; one answer per item, in input order.
 
@@ -79,7 +82,8 @@ async def batch() -> Response:
     the body is not an object with a non-empty jobs array.
     """
     svc = services()
-    items = [_judge(data, svc) for data in _envelope(await json_body())]
+    tenant = principal().tenant
+    items = [_judge(data, svc, tenant) for data in _envelope(await json_body())]
     leaders: dict[queue.Key, _Item] = {}
     for item in items:
         if item.new is not None:
@@ -122,13 +126,13 @@ def _envelope(body: Any) -> list[Any]:
     return jobs
 
 
-def _judge(data: Any, svc: Services) -> _Item:
+def _judge(data: Any, svc: Services, tenant: str) -> _Item:
     item = _Item()
     if not isinstance(data, dict):
         item.refuse(InvalidRequest("each item of jobs must be a JSON object (an enqueue body)"))
         return item
     try:
-        item.new = judge(data, svc.settings)
+        item.new = judge(data, svc.settings, tenant)
     except JobsvcError as exc:
         item.refuse(exc)
     return item

@@ -25,14 +25,17 @@ from pathlib import Path
 from typing import cast
 
 from quart import Blueprint, Response, redirect
-from quart_schema import document_response, hide, operation_id
+from quart_schema import document_querystring, document_response, hide, operation_id
 from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
 from jobsvc import queue
+from jobsvc.api.auth import public, reads, requires
 from jobsvc.api.services import services
+from jobsvc.api.wire import query
 from jobsvc.db import Conn
-from jobsvc.schemas import ErrorBody, StatsBody
+from jobsvc.keys import Scope
+from jobsvc.schemas import ErrorBody, StatsBody, StatsQuery
 
 __all__ = ["blueprint"]
 
@@ -70,12 +73,14 @@ def _file(root: Traversable, name: str, content_type: str, *, cache: str = "no-c
 
 @blueprint.get("/")
 @hide
+@public
 async def root() -> Response:
     return cast(Response, redirect("/dashboard", 302))
 
 
 @blueprint.get("/dashboard")
 @hide
+@public  # the page holds no data: it asks for a token and reads the API with it
 async def dashboard() -> Response:
     response = _file(_PAGE_FILES, "index.html", "text/html; charset=utf-8")
     response.headers["Content-Security-Policy"] = _DASHBOARD_CSP
@@ -85,6 +90,7 @@ async def dashboard() -> Response:
 
 @blueprint.get("/dashboard/<name>")
 @hide
+@public
 async def dashboard_asset(name: str) -> Response:
     if name not in _DASHBOARD_ASSETS:
         raise NotFound()
@@ -93,12 +99,14 @@ async def dashboard_asset(name: str) -> Response:
 
 @blueprint.get("/docs")
 @hide
+@public
 async def docs() -> Response:
     return _file(_PAGE_FILES, "docs.html", "text/html; charset=utf-8")
 
 
 @blueprint.get("/docs/<name>")
 @hide
+@public
 async def docs_asset(name: str) -> Response:
     if name not in _DOCS_ASSETS:
         raise NotFound()
@@ -113,16 +121,20 @@ async def docs_asset(name: str) -> Response:
 @document_response(StatsBody, 200)
 @document_response(ErrorBody, 500)
 @document_response(ErrorBody, 503)
+@document_querystring(StatsQuery)
+@requires(Scope.READ)
 async def stats() -> Response:
-    """Counts per status and the age of the oldest due Queued result.
+    """Counts per status and the age of the oldest due Queued result, of the key's tenant
+    (an admin key: of every tenant, or of `tenant`).
 
     Counted by the server on every call (the dashboard asks again when events
     arrive, at most once a second), so they cover every row, not a page of them.
     """
+    tenant = reads(query(StatsQuery).tenant)
 
     def read(conn: Conn) -> dict[str, object]:
-        counts = queue.status_counts(conn)
-        depth, seconds = queue.queue_age(conn)
+        counts = queue.status_counts(conn, tenant)
+        depth, seconds = queue.queue_age(conn, tenant)
         return {
             "counts": counts,
             "queueDepth": depth,

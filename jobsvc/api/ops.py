@@ -8,6 +8,7 @@ from quart import Blueprint, Response
 from quart_schema import document_response
 
 from jobsvc import queue
+from jobsvc.api.auth import public
 from jobsvc.api.services import Services, services
 from jobsvc.api.wire import json_response
 from jobsvc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -20,6 +21,7 @@ blueprint = Blueprint("ops", __name__)
 
 @blueprint.get("/healthz")
 @document_response(HealthBody, 200)
+@public
 async def healthz() -> Response:
     """The process is alive (no dependency is checked)."""
     return json_response({"status": "ok"})
@@ -27,6 +29,7 @@ async def healthz() -> Response:
 
 @blueprint.get("/metrics")
 @document_response(MetricsBody, 200)
+@public  # counts only: no job, tenant or key is named (README, Security)
 async def metrics() -> Response:
     """Prometheus text: jobs by status, queue depth and age, and this process's counters."""
     svc = services()
@@ -38,6 +41,7 @@ async def metrics() -> Response:
 @blueprint.get("/readyz")
 @document_response(ReadyBody, 200)
 @document_response(ReadyBody, 503)
+@public
 async def readyz() -> Response:
     """Ready to serve: 200 when every check is ok, else 503.
 

@@ -32,10 +32,12 @@ from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_querystring, document_request, operation_id
 
 from jobsvc import intake, queue
+from jobsvc.api.auth import principal, reads, requires
 from jobsvc.api.services import services
 from jobsvc.api.wire import documented, json_body, json_response, query, validate
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, NotFound, quoted
+from jobsvc.keys import DEFAULT_TENANT, Scope
 from jobsvc.model import (
     Job,
     Status,
@@ -76,6 +78,7 @@ log = logging.getLogger("jobsvc.api")
     (413, ErrorBody, None),
     (415, ErrorBody, None),
 )
+@requires(Scope.ENQUEUE)
 async def enqueue() -> Response:
     """Enqueue one result of a job.
 
@@ -83,9 +86,9 @@ async def enqueue() -> Response:
     identical retry; 409 when the (jobId, resultFile) exists from another request.
     """
     svc = services()
-    new = judge(await json_body(), svc.settings)
+    new = judge(await json_body(), svc.settings, principal().tenant)
     if svc.settings.verify_on_enqueue:
-        existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file))
+        existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file, new.tenant))
         if existing is None:
             await svc.fetcher.probe(new.img_url)
     job, created = await svc.run(lambda c: queue.enqueue(c, new))
@@ -101,6 +104,7 @@ async def enqueue() -> Response:
 @document_querystring(ListQuery)
 @document_headers(ListRequestHeaders)
 @documented((200, JobViews, ListResponseHeaders), (304, NoBody, None))
+@requires(Scope.READ)
 async def list_results() -> Response:
     """List results, oldest first (order=desc: newest first), a page at a time.
 
@@ -109,6 +113,7 @@ async def list_results() -> Response:
     """
     q = query(ListQuery)
     where = queue.ListFilter(
+        tenant=reads(q.tenant),
         statuses=_statuses(q.status) if q.status is not None else (),
         job_id=parse_job_id(q.job_id) if q.job_id is not None else None,
         type=_type_filter(q.type) if q.type is not None else None,
@@ -134,10 +139,12 @@ async def list_results() -> Response:
 
 @blueprint.get("/results/<jobId>")
 @documented((200, JobViews, None), (404, ErrorBody, None))
+@requires(Scope.READ)
 async def get_job(jobId: str) -> Response:  # the path parameter names the API documents
-    """All results of a job (404 when the job does not exist)."""
+    """All results of a job (404 when the job does not exist, or is another tenant's)."""
     jid = parse_job_id(jobId)
-    jobs = await services().run(lambda c: queue.get_job(c, jid))
+    tenant = reads()
+    jobs = await services().run(lambda c: queue.get_job(c, jid, tenant))
     if not jobs:
         raise NotFound(f"job {jid} does not exist")
     return json_response([job_view(j) for j in jobs])
@@ -146,6 +153,7 @@ async def get_job(jobId: str) -> Response:  # the path parameter names the API d
 @blueprint.post("/results/<jobId>/cancel")
 @operation_id("cancel_job")
 @documented((200, CancelResponse, None), (404, ErrorBody, None))
+@requires(Scope.CANCEL)
 async def cancel(jobId: str) -> Response:
     """Cancel every unfinished result of a job (idempotent).
 
@@ -156,13 +164,15 @@ async def cancel(jobId: str) -> Response:
     """
     jid = parse_job_id(jobId)
     svc = services()
-    jobs = await svc.run(lambda c: queue.cancel(c, jid))
+    tenant = reads()
+    jobs = await svc.run(lambda c: queue.cancel(c, jid, tenant))
     svc.metrics.cancel_requests.inc()
     return _summary_response(jid, jobs)
 
 
 @blueprint.post("/results/<jobId>/retry")
 @documented((200, CancelResponse, None), (404, ErrorBody, None))
+@requires(Scope.CANCEL)
 async def retry(jobId: str) -> Response:
     """Put every Failed or Canceled result of a job back to Queued.
 
@@ -170,7 +180,8 @@ async def retry(jobId: str) -> Response:
     other results are left as they are. The answer has the cancel answer's shape.
     """
     jid = parse_job_id(jobId)
-    jobs = await services().run(lambda c: queue.retry(c, jid))
+    tenant = reads()
+    jobs = await services().run(lambda c: queue.retry(c, jid, tenant))
     return _summary_response(jid, jobs)
 
 
@@ -187,6 +198,7 @@ def _summary_response(jid: uuid.UUID, jobs: list[Job]) -> Response:
 @blueprint.get("/results/<jobId>/<resultFile>")
 @operation_id("download_result")
 @documented((200, ImageBody, None), (307, NoBody, LocationHeaders), (404, ErrorBody, None))
+@requires(Scope.READ)
 async def download(jobId: str, resultFile: str) -> Response:
     """The stored image of a Completed result.
 
@@ -198,7 +210,8 @@ async def download(jobId: str, resultFile: str) -> Response:
     # The rule enqueue names results by: a name it refuses (NUL, separators, over
     # 255 bytes) was never stored, and must not reach SQL, which refuses NUL.
     name = check_file_name(resultFile)
-    job = await svc.run(lambda c: queue.get_result(c, jid, name))
+    tenant = reads()
+    job = await svc.run(lambda c: queue.get_result(c, jid, name, tenant))
     if job is None:
         raise NotFound(f"job {jid} has no result named {quoted(name)}")
     if job.status is not Status.COMPLETED:
@@ -217,15 +230,11 @@ async def download(jobId: str, resultFile: str) -> Response:
     )
 
 
-def judge(item: Any, settings: Settings) -> queue.NewResult:
-    """An enqueue request (the parsed JSON), validated: the one judgement of
+def judge(item: Any, settings: Settings, tenant: str = DEFAULT_TENANT) -> queue.NewResult:
+    """An enqueue request (the parsed JSON) of ``tenant``, validated: the one judgement of
     ``POST /results/enqueue`` and of each item of ``POST /results/batch``.
     Raises `InvalidRequest` with the sentence of the first problem."""
-    return _new_result(validate(EnqueueRequest, item), settings)
-
-
-def _new_result(req: EnqueueRequest, settings: Settings) -> queue.NewResult:
-    return intake.new_result(req, settings.max_attempts)
+    return intake.new_result(validate(EnqueueRequest, item), settings.max_attempts, tenant)
 
 
 def _statuses(text: str) -> tuple[Status, ...]:

@@ -1,7 +1,7 @@
 """The API's resources (`Services`) and the task that owns them.
 
-The database pool, the URL prober, the storage, the wake-up `Announcer` and the
-events `Broadcaster` are created when serving starts, by one task of
+The database pool, the URL prober, the storage, the wake-up `Announcer`, the
+events `Broadcaster` and the key `Authenticator` are created when serving starts, by one task of
 ``app.nursery`` (`serve`) that owns them and closes them in its ``finally``;
 they live on the app as ``app.extensions["jobsvc"]``, never in request globals.
 Background tasks are supervised (logged, restarted with backoff) and
@@ -19,6 +19,7 @@ from typing import TypeVar, cast
 import trio
 from quart import current_app
 
+from jobsvc.api.auth import Authenticator
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
@@ -100,6 +101,7 @@ class Services:
     broadcaster: Broadcaster
     storage_check: StorageCheck
     heartbeat: float
+    authenticator: Authenticator
     tasks: dict[str, TaskHealth] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -172,8 +174,16 @@ async def serve(
                 storage_check=StorageCheck(storage, nursery, options["storage_check_timeout"]),
                 heartbeat=options["heartbeat"],
                 metrics=metrics or Metrics(),
+                authenticator=Authenticator(
+                    database,
+                    cache_seconds=options["key_cache_seconds"],
+                    flush_interval=options["key_flush_interval"],
+                ),
             )
-            for name, fn in (("announcer", services.announcer.run), ("events", services.broadcaster.run)):
+            tasks = [("announcer", services.announcer.run), ("events", services.broadcaster.run)]
+            if settings.auth == "keys":
+                tasks.append(("key-usage", services.authenticator.run))
+            for name, fn in tasks:
                 services.tasks[name] = TaskHealth()
                 nursery.start_soon(supervise, name, fn, services.tasks[name])
             # Subscribers that connect right after start-up must not miss events:

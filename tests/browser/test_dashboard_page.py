@@ -208,6 +208,9 @@ def test_token_prompt_sends_a_bearer_header_and_never_puts_the_token_in_a_url(
     expect(page.locator("#live")).to_have_attribute("data-live", "true")
     expect(page.locator('[data-count="Queued"]')).to_have_text(re.compile(r"^\d+$"))
     assert page.evaluate("sessionStorage.getItem('jobsvc.token')") == token
+    # What the token reads, from GET /auth/whoami (this stack runs with JOBSVC_AUTH=off:
+    # tenant default with every scope, so every tenant).
+    expect(page.locator("[data-identity]")).to_have_text("Every tenant (admin)")
     paths = {u.split("?")[0].removeprefix(stack.url) for u in authorized}
     assert {"/results/events", "/results/list", "/results/stats"} <= paths
     assert refused, "the page never met a 401"

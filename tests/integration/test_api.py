@@ -528,15 +528,17 @@ async def test_requests_are_503_while_postgresql_is_unreachable(open_api: OpenAp
 async def test_openapi_documents_every_route_and_the_error_shape(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).get_json()
     paths = doc["paths"]
+    auth = {"401", "403"}  # every route that needs a key with a scope
     expected = {
-        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "500", "503"},
-        ("/results/list", "get"): {"200", "304", "400", "500", "503"},
-        ("/results/events", "get"): {"200", "400", "500", "503"},
-        ("/results/{jobId}", "get"): {"200", "400", "404", "500", "503"},
-        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "500", "503"},
-        ("/results/{jobId}/retry", "post"): {"200", "400", "404", "500", "503"},
-        ("/results/batch", "post"): {"200", "400", "413", "415", "500", "503"},
-        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "500", "503"},
+        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "500", "503", *auth},
+        ("/results/list", "get"): {"200", "304", "400", "500", "503", *auth},
+        ("/results/events", "get"): {"200", "400", "500", "503", *auth},
+        ("/results/{jobId}", "get"): {"200", "400", "404", "500", "503", *auth},
+        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "500", "503", *auth},
+        ("/results/{jobId}/retry", "post"): {"200", "400", "404", "500", "503", *auth},
+        ("/results/batch", "post"): {"200", "400", "413", "415", "500", "503", *auth},
+        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "500", "503", *auth},
+        ("/auth/whoami", "get"): {"200", "401", "500", "503"},
         ("/healthz", "get"): {"200"},
         ("/readyz", "get"): {"200", "503"},
     }

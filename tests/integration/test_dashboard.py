@@ -104,7 +104,7 @@ async def test_stats_counts_every_row_by_status_and_the_oldest_queued_age(api: A
 async def test_stats_is_documented_in_openapi(api: Api) -> None:
     doc = await (await api.client.get("/openapi.json")).get_json()
     responses = doc["paths"]["/results/stats"]["get"]["responses"]
-    assert {"200", "500", "503"} == set(responses)
+    assert {"200", "401", "403", "500", "503"} == set(responses)
     for hidden in ("/", "/dashboard", "/docs"):
         assert hidden not in doc["paths"]
 

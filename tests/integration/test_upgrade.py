@@ -1,12 +1,14 @@
-"""Schema upgrades (DESIGN §9): a version-1 database with rows in every status is
-brought to the current version in place by `jobsvc migrate`, rows kept, and runs
-jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
+"""Schema upgrades (DESIGN §9): a version-1 (or version-2) database with rows in every
+status is brought to the current version in place by `jobsvc migrate`, rows kept, and
+runs jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
 
-tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`).
+tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`);
+tests/fixtures/schema_v2.sql the one before tenants and keys (version 3).
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,9 @@ from tests.fixtures.app import OpenApi
 from tests.fixtures.processes import JobsvcProcess, service_env
 from tests.support import connect, enqueue, wait_status
 
-V1_SCHEMA = (Path(__file__).parent.parent / "fixtures" / "schema_v1.sql").read_text()
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+V1_SCHEMA = (FIXTURES / "schema_v1.sql").read_text()
+V2_SCHEMA = (FIXTURES / "schema_v2.sql").read_text()
 
 # One row per status, written as version-1 code wrote them.
 V1_ROWS = """
@@ -42,12 +46,22 @@ VALUES
 """
 
 
-def make_v1(url: str) -> list[dict[str, Any]]:
-    """Apply the version-1 schema and its rows; returns the rows as stored."""
+def make_v1(url: str, schema: str = V1_SCHEMA) -> list[dict[str, Any]]:
+    """Apply an old schema (version 1 unless given) and the rows version-1 code wrote;
+    returns the rows as stored."""
     with connect(url) as conn:
-        conn.execute(V1_SCHEMA.encode())
+        conn.execute(schema.encode())
         conn.execute(V1_ROWS)
         return conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+
+
+def rows_after_upgrade(url: str) -> list[dict[str, Any]]:
+    """The rows after the upgrade, as the old code knew them: each belongs to tenant
+    ``default`` (version 3), which is checked and taken out."""
+    with connect(url) as conn:
+        after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    assert {r.pop("tenant") for r in after} == {"default"}
+    return after
 
 
 def exact_and_counted(url: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -74,19 +88,19 @@ async def test_v1_database_is_refused_then_upgraded_in_place_and_runs_jobs(
         response = await api.client.get("/readyz")
         assert response.status_code == 503
         doc = await response.get_json()
-        assert "schema is version 1, older than this jobsvc's version 2: run `jobsvc migrate`" in doc["error"]
+        expected = f"schema is version 1, older than this jobsvc's version {queue.SCHEMA_VERSION}: run"
+        assert expected in doc["error"]
     refused = await run_process(spawn, "worker", env=env)
     assert refused.popen.returncode == 2
     assert "worker not started: the database's schema is version 1, older" in refused.output()
 
     migrated = await run_process(spawn, "migrate", env=env)
     assert migrated.popen.returncode == 0, migrated.output()
-    assert "version 2" in migrated.output()
+    assert "version 3" in migrated.output()
 
     with connect(url) as conn:
-        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 2
-        after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
-    assert after == before  # every row, every column, as it was
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 3
+    assert rows_after_upgrade(url) == before  # every row, every column, as it was
     exact, counted = exact_and_counted(url)
     assert counted == exact == {s.value: 1 for s in Status}  # the counters were backfilled
 
@@ -125,7 +139,7 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     with connect(database_url) as conn:
         conn.execute("UPDATE jobsvc_meta SET schema_version = %s", (queue.SCHEMA_VERSION + 1,))
     with db.connect(database_url) as conn, pytest.raises(SchemaMismatch, match="newer than this jobsvc"):
-        queue.migrate(conn, queue.load_schema())  # would otherwise write version 2 over 3
+        queue.migrate(conn, queue.load_schema())  # would otherwise write version 3 over 4
     with connect(database_url) as conn:
         assert queue.schema_version(conn) == queue.SCHEMA_VERSION + 1
 
@@ -133,7 +147,7 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     migrate = await run_process(spawn, "migrate", env=env)
     assert migrate.popen.returncode == 2 and "upgrade jobsvc" in migrate.output()
     refused = await run_process(spawn, "worker", env=env)
-    assert refused.popen.returncode == 2 and "newer than this jobsvc's version 2" in refused.output()
+    assert refused.popen.returncode == 2 and "newer than this jobsvc's version 3" in refused.output()
     async with open_api(database_url=database_url) as api:
         response = await api.client.get("/readyz")
         assert response.status_code == 503
@@ -144,3 +158,41 @@ def test_the_declared_version_is_the_one_stated_in_schema_sql() -> None:
     text = queue.load_schema()
     assert text.count("INSERT INTO jobsvc_meta") == 1
     assert f"VALUES ({queue.SCHEMA_VERSION})" in text
+
+
+async def test_v2_database_is_upgraded_to_tenants_and_keys_rows_kept(
+    empty_database_url: str, spawn: Any, tmp_path: Path
+) -> None:
+    url = empty_database_url
+    before = make_v1(url, V2_SCHEMA)  # version-2 code wrote the same rows
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == 2
+        conn.execute(
+            "INSERT INTO jobsvc_results (job_id, result_file, type, img_url) "
+            "VALUES (gen_random_uuid(), 'late.png', 'ingest', 'http://images.test/late.png')"
+        )
+        before = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    env = service_env(url, f"file://{tmp_path}")
+    migrated = await run_process(spawn, "migrate", env=env)
+    assert migrated.popen.returncode == 0, migrated.output()
+    assert rows_after_upgrade(url) == before
+    exact, counted = exact_and_counted(url)
+    assert counted == exact and exact["Queued"] == 2
+    with connect(url) as conn:
+        # The version-2 deltas are tenant default's, as every row was; new ones carry their tenant.
+        per_tenant = conn.execute("SELECT DISTINCT tenant FROM jobsvc_counts").fetchall()
+        assert per_tenant == [{"tenant": "default"}]
+        assert queue.status_counts(conn, "default") == exact
+        queue.enqueue(
+            conn,
+            queue.NewResult(
+                job_id=uuid.uuid4(),
+                result_file="t.png",
+                type="ingest",
+                img_url="http://images.test/t.png",
+                tenant="acme",
+            ),
+        )
+        assert queue.status_counts(conn, "acme")["Queued"] == 1
+        assert queue.status_counts(conn, "default") == exact
+        assert conn.execute("SELECT count(*) AS n FROM jobsvc_keys").fetchone() == {"n": 0}

@@ -10,11 +10,13 @@ from jobsvc.errors import (
     ConfigError,
     Conflict,
     DatabaseUnavailable,
+    Forbidden,
     InvalidRequest,
     JobsvcError,
     NotFound,
     PermanentError,
     TransientError,
+    Unauthorized,
     UnsupportedMedia,
 )
 
@@ -25,6 +27,8 @@ from jobsvc.errors import (
         (InvalidRequest, 400),
         (BodyTooLarge, 413),
         (UnsupportedMedia, 415),
+        (Unauthorized, 401),
+        (Forbidden, 403),
         (NotFound, 404),
         (Conflict, 409),
         (DatabaseUnavailable, 503),

@@ -23,7 +23,7 @@ from jobsvc.config import KNOWN_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 #: DESIGN §7: the servers and the client commands.
-DESIGN_COMMANDS = ["migrate", "api", "worker", "dev", "enqueue", "list", "cancel", "watch"]
+DESIGN_COMMANDS = ["migrate", "api", "worker", "dev", "keys", "enqueue", "list", "cancel", "watch"]
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -132,12 +132,25 @@ def test_compose_s3_credentials_match_minio(services: dict[str, dict[str, Any]])
     )
 
 
+def test_compose_api_requires_keys_and_documents_the_first_keys_command(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert Settings.from_env(environment(services["api"])).auth == "keys"
+    text = (ROOT / "compose.yaml").read_text()
+    found = re.search(r"docker compose run --rm (\S+) (keys create [^\n#]+)", text)
+    assert found, "compose.yaml must say how to create the first key"
+    service, command = found.group(1), found.group(2).split()
+    assert service in jobsvc_services(services)  # built from the Dockerfile, with the database's env
+    args = build_parser().parse_args(command)  # the documented command parses
+    assert args.admin and args.tenant
+
+
 def test_compose_api_listens_on_all_interfaces_and_is_published_on_loopback(
     services: dict[str, dict[str, Any]],
 ) -> None:
     api = services["api"]
     assert environment(api)["JOBSVC_HOST"] == "0.0.0.0"  # inside the container
-    # On the host: loopback only, since the API runs without authentication here.
+    # On the host: loopback only by default (publish it further behind TLS; README, Security).
     assert api["ports"] == ["127.0.0.1:8000:8000"]
 
 

@@ -141,7 +141,7 @@ def test_job_view_uses_epoch_ms_and_duration_from_creation() -> None:
     assert set(view) == {
         "jobId", "type", "imgUrl", "status", "resultFile", "createdAt", "updatedAt", "startedAt",
         "finishedAt", "durationMs", "runMs", "attempts", "maxAttempts", "priority", "runAt",
-        "cancelRequested", "error",
+        "cancelRequested", "error", "tenant",
     }  # fmt: skip
 
 

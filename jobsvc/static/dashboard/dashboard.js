@@ -89,6 +89,19 @@ $("#logout").addEventListener("click", () => {
   follow();
 });
 
+// What the token reads (GET /auth/whoami): its tenant, or every tenant for an admin key.
+async function showIdentity() {
+  const el = $("#identity");
+  const response = await api("/auth/whoami");
+  if (!response.ok) {
+    el.textContent = "";
+    return;
+  }
+  const who = await response.json();
+  el.dataset.tenant = who.readsTenants === null ? "*" : who.readsTenants.join(",");
+  el.textContent = who.readsTenants === null ? "Every tenant (admin)" : `Tenant ${who.readsTenants.join(", ")}`;
+}
+
 // --- the event stream ------------------------------------------------------------------
 
 function stopStream() {
@@ -121,7 +134,7 @@ async function follow() {
       state.loading = [];
       const reading = readEvents(response.body, controller);
       reading.catch(() => {}); // awaited below; this only keeps an early failure from going unhandled
-      await Promise.all([loadRows(), refreshStats()]);
+      await Promise.all([loadRows(), refreshStats(), showIdentity()]);
       const buffered = state.loading;
       state.loading = null;
       buffered.forEach(applyEvent);

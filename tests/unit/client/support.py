@@ -37,6 +37,7 @@ def raw_view(
         "runAt": 1_000,
         "cancelRequested": False,
         "error": None,
+        "tenant": "default",
         **kw,
     }
 
