@@ -170,6 +170,55 @@ END
 $$;
 
 -- ===========================================================================
+-- Version 3: tenants (fair share across tenants, per-tenant quota).
+-- ===========================================================================
+
+-- Every result belongs to a tenant; rows written before version 3 are `default`'s.
+-- (A constant default: no table rewrite, however many rows.)
+ALTER TABLE jobsvc_results ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+
+-- The fair-share claim (queries.CLAIM_SQL) finds the tenants with due work by a
+-- "loose index scan" of this index: one probe per tenant for its earliest run_at,
+-- however many rows each tenant has queued. Queued rows only, as the claim index.
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_due_idx
+    ON jobsvc_results (tenant, run_at) WHERE status = 'Queued';
+
+-- ... then takes each due tenant's first rows in priority order through this one.
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_claim_idx
+    ON jobsvc_results (tenant, priority DESC, run_at, id) WHERE status = 'Queued';
+
+-- The counter deltas get a tenant dimension, keyed like status: the quota
+-- (JOBSVC_TENANT_MAX_QUEUED) sums one tenant's Queued + Processing deltas through
+-- the index. Deltas written before version 3 are `default`'s, as their rows are.
+ALTER TABLE jobsvc_counts ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+CREATE INDEX IF NOT EXISTS jobsvc_counts_tenant_idx ON jobsvc_counts (tenant, status);
+
+-- Version 2's trigger function, now one delta per (tenant, status) a statement changed.
+CREATE OR REPLACE FUNCTION jobsvc_count_changes() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, count(*) FROM new_rows GROUP BY tenant, status;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, -count(*) FROM old_rows GROUP BY tenant, status;
+    ELSE
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT tenant, status, sum(d) FROM (
+            SELECT n.tenant, n.status, 1 AS d
+            FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status
+            UNION ALL
+            SELECT o.tenant, o.status, -1
+            FROM new_rows n JOIN old_rows o USING (id) WHERE n.status <> o.status
+        ) changes
+        GROUP BY tenant, status;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- ===========================================================================
 -- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
-INSERT INTO jobsvc_meta (schema_version) VALUES (2)
+INSERT INTO jobsvc_meta (schema_version) VALUES (3)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

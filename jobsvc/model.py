@@ -57,12 +57,15 @@ class Job:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    #: Whose result it is (DESIGN §8); the claim shares the workers across tenants.
+    tenant: str = "default"
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         fields = dict(row)
         fields["status"] = Status(fields["status"])
-        return cls(**{name: fields[name] for name in cls.__slots__})
+        # A row read before schema version 3 has no tenant: it is `default`'s.
+        return cls(**{name: fields[name] for name in cls.__slots__ if name in fields})
 
     @property
     def duration_ms(self) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from psycopg.rows import tuple_row
 
 from jobsvc.db import Conn
-from jobsvc.errors import Conflict, NotFound, SchemaMismatch
+from jobsvc.errors import Conflict, NotFound, QuotaExceeded, SchemaMismatch
 from jobsvc.model import Job, Status
 from jobsvc.queries import (
     CANCEL_LOCK_SQL,
@@ -50,6 +50,8 @@ from jobsvc.queries import (
     NEXT_DUE_SQL,
     NOTIFY_SQL,
     QUEUE_AGE_SQL,
+    QUOTA_LOCK_SQL,
+    QUOTA_USED_SQL,
     RESCUE_LOCK_SQL,
     SCHEMA_EXISTS_SQL,
     SCHEMA_VERSION_SQL,
@@ -59,7 +61,7 @@ from jobsvc.queries import (
 )
 from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 
-__all__ = ["SCHEMA_VERSION", "NewResult", "Outcome"]
+__all__ = ["SCHEMA_VERSION", "NewResult", "Outcome", "TenantRing"]
 
 WAKEUP_CHANNEL = "jobsvc_wakeup"
 CANCEL_CHANNEL = "jobsvc_cancel"
@@ -68,6 +70,15 @@ EVENTS_CHANNEL = "jobsvc_events"
 MIGRATE_LOCK = (0x6A6F6273, 1)
 #: The cleaner's and `jobsvc purge`'s lock: one of them deletes at a time.
 CLEAN_LOCK = (0x6A6F6273, 2)
+#: The key space of the per-tenant quota locks (the second int is hashtext(tenant)).
+QUOTA_LOCK_SPACE = 0x6A6F6274
+#: Retry-After (seconds) of an enqueue refused by the quota: results finish meanwhile.
+QUOTA_RETRY_AFTER = 5
+#: The tenant of a result enqueued without one (before auth, and `jobsvc dev`).
+DEFAULT_TENANT = "default"
+#: The fair-share claim considers this many more candidates than it claims, so that
+#: claims running at the same time (which skip each other's rows) still fill up.
+CLAIM_SLACK = 16
 #: Rows per cleaner batch: each batch is one short transaction.
 CLEAN_BATCH = 1000
 #: The finished statuses, the only ones the cleaner and purge delete.
@@ -93,6 +104,15 @@ def _declared_version(schema_sql: str) -> int:
 
 #: The schema version this code expects: the one schema.sql writes (stated there only).
 SCHEMA_VERSION = _declared_version(load_schema())
+
+
+@dataclass(slots=True)
+class TenantRing:
+    """A worker's place in the fair-share round-robin: the claim serves the tenants
+    after ``after`` (in name order, wrapping around) first, then moves it to the last
+    tenant it served. One per claiming session; a fresh ring starts at the first tenant."""
+
+    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +194,47 @@ def schema_version(conn: Conn) -> int | None:
 # --- client side ------------------------------------------------------------------
 
 
-def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
-    """Insert a result; returns ``(job, created)``.
+def reserve_quota(conn: Conn, tenant: str, wanted: int, max_queued: int) -> int:
+    """How many of ``wanted`` new results ``tenant`` may still enqueue under the cap
+    ``max_queued`` (0: unlimited) on its Queued + Processing results.
+
+    Takes the tenant's quota lock (a transaction-level advisory lock, held until the
+    caller's transaction ends), so call it in the transaction that then inserts the
+    results: no other enqueue of the tenant, in any process, counts until this one
+    has committed or rolled back. Insert at most the returned number of new rows.
+    """
+    if max_queued <= 0:
+        return wanted
+    conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": tenant})
+    row = conn.execute(QUOTA_USED_SQL, {"tenant": tenant}).fetchone()
+    used = 0 if row is None else int(row["n"])
+    return max(0, min(wanted, max_queued - used))
+
+
+def quota_exceeded(tenant: str, max_queued: int) -> QuotaExceeded:
+    """The refusal of an enqueue past the quota (the batch endpoint's per-item 429, too)."""
+    return QuotaExceeded(
+        f"tenant {tenant!r} already has {max_queued} queued or running results "
+        "(JOBSVC_TENANT_MAX_QUEUED); try again once some have finished",
+        QUOTA_RETRY_AFTER,
+    )
+
+
+def enqueue(
+    conn: Conn, new: NewResult, *, tenant: str = DEFAULT_TENANT, max_queued: int = 0
+) -> tuple[Job, bool]:
+    """Insert a result for ``tenant``; returns ``(job, created)``.
 
     An identical request for an existing (jobId, resultFile) returns the existing row
-    with ``created=False``; a different one raises `Conflict`.
+    with ``created=False``; a different one raises `Conflict`. With ``max_queued`` > 0
+    a new result past the tenant's quota raises `QuotaExceeded` (`reserve_quota`);
+    an identical retry is still answered with the existing row.
     """
+    full = reserve_quota(conn, tenant, 1, max_queued) < 1
+    if full and get_result(conn, new.job_id, new.result_file) is None:
+        raise quota_exceeded(tenant, max_queued)
     params = {
+        "tenant": tenant,
         "job_id": new.job_id,
         "result_file": new.result_file,
         "type": new.type,
@@ -264,14 +318,25 @@ def cancel(conn: Conn, job_id: uuid.UUID) -> list[Job]:
 # --- worker side ------------------------------------------------------------------
 
 
-def claim(conn: Conn, worker_id: str, limit: int) -> tuple[list[Job], float | None]:
-    """Claim up to ``limit`` due rows and lock each; also returns the seconds until the
-    next not-yet-due row (None when there is none) when fewer than ``limit`` were due."""
-    rows = conn.execute(CLAIM_SQL, {"limit": limit, "worker_id": worker_id}).fetchall()
-    jobs = []
-    for row in rows:
-        row.pop("locked")
-        jobs.append(Job.from_row(row))
+def claim(
+    conn: Conn, worker_id: str, limit: int, ring: TenantRing | None = None
+) -> tuple[list[Job], float | None]:
+    """Claim up to ``limit`` due rows, round-robin across tenants from ``ring``'s place
+    (moved on past the tenants served; None: from the first tenant), and lock each;
+    also returns the seconds until the next not-yet-due row (None when there is none)
+    when fewer than ``limit`` were due."""
+    params = {
+        "limit": limit,
+        "tenants": limit + CLAIM_SLACK,
+        "after": "" if ring is None else ring.after,
+        "worker_id": worker_id,
+    }
+    # In the claim's order: each tenant's first row, then each one's second, ...
+    turns = lambda r: (r["ring_rank"], r["ring_lap"], r["ring_pos"])  # noqa: E731
+    rows = sorted(conn.execute(CLAIM_SQL, params), key=turns)
+    if rows and ring is not None:
+        ring.after = max(rows, key=lambda r: (r["ring_lap"], r["ring_pos"]))["tenant"]
+    jobs = [Job.from_row(row) for row in rows]
     next_due = None
     if len(jobs) < limit:
         due = conn.execute(NEXT_DUE_SQL).fetchone()

@@ -33,6 +33,7 @@ def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
 
 def enqueue(url: str, img_url: str = "http://images.test/a.png", *, wake: bool = True, **kw: Any) -> Job:
     """Insert a result the way the API does (and announce it unless ``wake=False``)."""
+    tenant = kw.pop("tenant", queue.DEFAULT_TENANT)
     with connect(url) as conn:
         job, _ = queue.enqueue(
             conn,
@@ -43,6 +44,7 @@ def enqueue(url: str, img_url: str = "http://images.test/a.png", *, wake: bool =
                 img_url=img_url,
                 **kw,
             ),
+            tenant=tenant,
         )
         if wake:
             queue.announce(conn, [job.id], wakeup=True)

@@ -2,7 +2,8 @@
 brought to the current version in place by `jobsvc migrate`, rows kept, and runs
 jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
 
-tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`).
+tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`);
+tests/fixtures/schema_v2.sql is version 2 (`git show f5a8383:schema.sql`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tests.fixtures.processes import JobsvcProcess, service_env
 from tests.support import connect, enqueue, wait_status
 
 V1_SCHEMA = (Path(__file__).parent.parent / "fixtures" / "schema_v1.sql").read_text()
+V2_SCHEMA = (Path(__file__).parent.parent / "fixtures" / "schema_v2.sql").read_text()
 
 # One row per status, written as version-1 code wrote them.
 V1_ROWS = """
@@ -74,19 +76,20 @@ async def test_v1_database_is_refused_then_upgraded_in_place_and_runs_jobs(
         response = await api.client.get("/readyz")
         assert response.status_code == 503
         doc = await response.get_json()
-        assert "schema is version 1, older than this jobsvc's version 2: run `jobsvc migrate`" in doc["error"]
+        expected = f"schema is version 1, older than this jobsvc's version {queue.SCHEMA_VERSION}: run"
+        assert expected in doc["error"]
     refused = await run_process(spawn, "worker", env=env)
     assert refused.popen.returncode == 2
     assert "worker not started: the database's schema is version 1, older" in refused.output()
 
     migrated = await run_process(spawn, "migrate", env=env)
     assert migrated.popen.returncode == 0, migrated.output()
-    assert "version 2" in migrated.output()
+    assert f"version {queue.SCHEMA_VERSION}" in migrated.output()
 
     with connect(url) as conn:
-        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 2
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 3
         after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
-    assert after == before  # every row, every column, as it was
+    assert after == [{**r, "tenant": "default"} for r in before]  # every row, every column, as it was
     exact, counted = exact_and_counted(url)
     assert counted == exact == {s.value: 1 for s in Status}  # the counters were backfilled
 
@@ -125,7 +128,7 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     with connect(database_url) as conn:
         conn.execute("UPDATE jobsvc_meta SET schema_version = %s", (queue.SCHEMA_VERSION + 1,))
     with db.connect(database_url) as conn, pytest.raises(SchemaMismatch, match="newer than this jobsvc"):
-        queue.migrate(conn, queue.load_schema())  # would otherwise write version 2 over 3
+        queue.migrate(conn, queue.load_schema())  # would otherwise write this version over a newer one
     with connect(database_url) as conn:
         assert queue.schema_version(conn) == queue.SCHEMA_VERSION + 1
 
@@ -133,11 +136,32 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     migrate = await run_process(spawn, "migrate", env=env)
     assert migrate.popen.returncode == 2 and "upgrade jobsvc" in migrate.output()
     refused = await run_process(spawn, "worker", env=env)
-    assert refused.popen.returncode == 2 and "newer than this jobsvc's version 2" in refused.output()
+    assert refused.popen.returncode == 2
+    assert f"newer than this jobsvc's version {queue.SCHEMA_VERSION}" in refused.output()
     async with open_api(database_url=database_url) as api:
         response = await api.client.get("/readyz")
         assert response.status_code == 503
         assert "upgrade jobsvc" in (await response.get_json())["error"]
+
+
+def test_v2_database_gets_tenants_with_its_counts_kept(empty_database_url: str) -> None:
+    url = empty_database_url
+    with connect(url) as conn:
+        conn.execute(V2_SCHEMA.encode())
+        conn.execute(V1_ROWS)  # counted by version 2's triggers
+        before = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    with db.connect(url) as conn:
+        queue.migrate(conn, queue.load_schema())
+        queue.migrate(conn, queue.load_schema())  # idempotent
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION
+        after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+        assert after == [{**r, "tenant": "default"} for r in before]
+        # The deltas written before are `default`'s, as the rows: the quota counts them.
+        assert queue.reserve_quota(conn, "default", 5, max_queued=3) == 1  # Queued + Processing = 2
+        assert queue.reserve_quota(conn, "other", 5, max_queued=3) == 3
+    exact, counted = exact_and_counted(url)
+    assert counted == exact == {s.value: 1 for s in Status}
 
 
 def test_the_declared_version_is_the_one_stated_in_schema_sql() -> None:
