@@ -18,7 +18,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from jobsvc.api import dashboard, events, ops, results
+from jobsvc.api import dashboard, events, ops, ratelimit, results
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -29,6 +29,9 @@ from jobsvc.errors import (
     InvalidRequest,
     JobsvcError,
     NotFound,
+    QuotaExceeded,
+    RateLimited,
+    TooManyRequests,
     TransientError,
     UnsupportedMedia,
     quoted,
@@ -45,6 +48,8 @@ ERROR_STATUS: dict[type[JobsvcError], int] = {
     UnsupportedMedia: 415,
     NotFound: 404,
     Conflict: 409,
+    QuotaExceeded: 429,  # with Retry-After, as every TooManyRequests
+    RateLimited: 429,
     DatabaseUnavailable: 503,
     TransientError: 503,  # storage hiccups while serving a download
 }
@@ -104,6 +109,7 @@ def create_app(
         app.extensions["jobsvc"] = await app.nursery.start(serve, settings, options)
 
     _register_errors(app)
+    ratelimit.install(app, settings.rate_limit)
     for module in (results, events, ops, dashboard):
         app.register_blueprint(module.blueprint)
     return app
@@ -124,7 +130,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _register_errors(app: QuartTrio) -> None:
     @app.errorhandler(JobsvcError)
     async def jobsvc_error(exc: JobsvcError) -> Response:
-        return _error(status_for(exc), str(exc))
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+        return _error(status_for(exc), str(exc), headers)
 
     @app.errorhandler(RequestSchemaValidationError)
     async def schema_error(exc: RequestSchemaValidationError) -> Response:

@@ -74,7 +74,9 @@ async def enqueue() -> Response:
     """Enqueue one result of a job.
 
     202 with the new job view and a Location; 200 with the existing view for an
-    identical retry; 409 when the (jobId, resultFile) exists from another request.
+    identical retry; 409 when the (jobId, resultFile) exists from another request;
+    429 with Retry-After when the tenant already has JOBSVC_TENANT_MAX_QUEUED
+    unfinished results.
     """
     svc = services()
     req = validate(EnqueueRequest, await json_body())
@@ -83,7 +85,9 @@ async def enqueue() -> Response:
         existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file))
         if existing is None:
             await svc.fetcher.probe(new.img_url)
-    job, created = await svc.run(lambda c: queue.enqueue(c, new))
+    # Until keys and tenants exist (DESIGN §8), every enqueue is tenant `default`'s.
+    cap = svc.settings.tenant_max_queued
+    job, created = await svc.run(lambda c: queue.enqueue(c, new, tenant=queue.DEFAULT_TENANT, max_queued=cap))
     if not created:
         return json_response(job_view(job), 200)
     svc.announcer.add(job.id)

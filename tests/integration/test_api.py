@@ -529,12 +529,13 @@ async def test_openapi_documents_every_route_and_the_error_shape(api: Api) -> No
     doc = await (await api.client.get("/openapi.json")).get_json()
     paths = doc["paths"]
     expected = {
-        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "500", "503"},
-        ("/results/list", "get"): {"200", "304", "400", "500", "503"},
-        ("/results/events", "get"): {"200", "400", "500", "503"},
-        ("/results/{jobId}", "get"): {"200", "400", "404", "500", "503"},
-        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "500", "503"},
-        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "500", "503"},
+        # 429: JOBSVC_RATE_LIMIT (and on enqueue, the tenant's quota)
+        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "429", "500", "503"},
+        ("/results/list", "get"): {"200", "304", "400", "429", "500", "503"},
+        ("/results/events", "get"): {"200", "400", "429", "500", "503"},
+        ("/results/{jobId}", "get"): {"200", "400", "404", "429", "500", "503"},
+        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "429", "500", "503"},
+        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "429", "500", "503"},
         ("/healthz", "get"): {"200"},
         ("/readyz", "get"): {"200", "503"},
     }
