@@ -35,8 +35,25 @@ WHERE job_id = %(job_id)s AND result_file = %(result_file)s AND NOT EXISTS (SELE
 # so that its snapshot is taken after the lock, and sees every enqueue committed
 # before. Two tenants whose names hash alike merely wait for each other.
 QUOTA_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(tenant)s))"
-# A tenant's Queued + Processing results, from the counter deltas (jobsvc_counts_tenant_idx).
+# A tenant's Queued + Processing results, from the counter deltas (jobsvc_counts_tenant_idx),
+# which it also folds into one row per status: so the next count of the tenant reads
+# only the deltas written since, not every one since the cleaner's last compaction.
+# The SELECT sees the deltas as they were before the fold (one snapshot for the whole
+# statement). SKIP LOCKED: rows a concurrent compaction is folding are counted (they
+# are visible) but left to it; it, in turn, never sees the row inserted here.
 QUOTA_USED_SQL = """
+WITH folded AS (
+    DELETE FROM jobsvc_counts
+    WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM jobsvc_counts
+        WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING status, delta
+), refolded AS (
+    INSERT INTO jobsvc_counts (tenant, status, delta)
+    SELECT %(tenant)s, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+)
 SELECT coalesce(sum(delta), 0)::bigint AS n FROM jobsvc_counts
 WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
 """
