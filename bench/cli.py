@@ -28,9 +28,10 @@ BENCHMARKS = {
     "pipeline": "bench.pipeline",
     "memory": "bench.memory",
     "scale": "bench.scale",
+    "fairshare": "bench.fairshare",
 }
 #: Benchmarks that need nothing beyond jobsvc itself (no bench extra).
-STANDALONE = {"scale"}
+STANDALONE = {"scale", "fairshare"}
 
 
 #: Modules of the bench extra (pyproject.toml) that the harness imports.

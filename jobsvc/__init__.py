@@ -6,7 +6,7 @@ The public API is what this module exports (``__all__``), and nothing else:
 - `enqueue(conn, …)`: enqueue inside your own psycopg transaction.
 - `Job`, `Status`, `PermanentError`, `TransientError`: for handlers of your own
   (``jobsvc worker --handler TYPE=module:function``, entry-point group ``jobsvc.handlers``).
-- `JobsvcError` (the root), `InvalidRequest`, `Conflict`: what `enqueue` raises.
+- `JobsvcError` (the root), `InvalidRequest`, `Conflict`, `QuotaExceeded`: what `enqueue` raises.
 
 Names are imported on first use, so ``import jobsvc`` (and ``jobsvc --version``)
 loads neither httpx, trio nor psycopg.
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from jobsvc.errors import InvalidRequest as InvalidRequest
     from jobsvc.errors import JobsvcError as JobsvcError
     from jobsvc.errors import PermanentError as PermanentError
+    from jobsvc.errors import QuotaExceeded as QuotaExceeded
     from jobsvc.errors import TransientError as TransientError
     from jobsvc.model import Job as Job
     from jobsvc.model import Status as Status
@@ -52,6 +53,7 @@ _EXPORTS = {
     "JobView": "jobsvc.schemas",
     "JobsvcError": "jobsvc.errors",
     "PermanentError": "jobsvc.errors",
+    "QuotaExceeded": "jobsvc.errors",
     "Status": "jobsvc.model",
     "TransientError": "jobsvc.errors",
     "enqueue": "jobsvc.transactional",

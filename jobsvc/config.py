@@ -56,6 +56,10 @@ class Settings:
     #: ``keys``: every route but the public ones needs a bearer token; ``off``: every
     #: request acts as tenant ``default`` with every scope (``jobsvc dev``'s default).
     auth: str = "keys"
+    #: Cap on a tenant's Queued + Processing results (``JOBSVC_TENANT_MAX_QUEUED``); 0: none.
+    tenant_max_queued: int = 100_000
+    #: Requests per second per key and API process (``JOBSVC_RATE_LIMIT``); 0: off.
+    rate_limit: float = 0.0
 
     @classmethod
     def from_env(
@@ -102,6 +106,8 @@ class Settings:
             "retention": r.get("RETENTION", parse_duration, cls.retention),
             "clean_interval": r.get("CLEAN_INTERVAL", _float_in(0.05, 86400), cls.clean_interval),
             "auth": r.get("AUTH", _choice("keys", "off"), given.get("auth", cls.auth)),
+            "tenant_max_queued": r.get("TENANT_MAX_QUEUED", _int_in(0, 10**9), cls.tenant_max_queued),
+            "rate_limit": r.get("RATE_LIMIT", _in_range(float, 0.0, 1e6, "a number"), cls.rate_limit),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -126,7 +132,15 @@ KNOWN_VARIABLES = frozenset(
         *("MAX_IMAGE_BYTES", "FETCH_TIMEOUT", "CONNECT_TIMEOUT", "PROBE_TIMEOUT", "MAX_ATTEMPTS"),
         *("ALLOW_PRIVATE_URLS", "VERIFY_ON_ENQUEUE", "RESCUE_INTERVAL", "SHUTDOWN_GRACE"),
         *("RETRY_BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "METRICS_PORT", "WORKER_ID", "TEST_DATABASE_URL"),
-        *("SPOOL_DIR", "RETENTION", "CLEAN_INTERVAL", "ACCESS_LOG", "AUTH"),
+        *(
+            "SPOOL_DIR",
+            "RETENTION",
+            "CLEAN_INTERVAL",
+            "ACCESS_LOG",
+            "AUTH",
+            "TENANT_MAX_QUEUED",
+            "RATE_LIMIT",
+        ),
     ]
 )
 

@@ -9,6 +9,9 @@
     ├── Forbidden               a valid key without the route's scope (HTTP 403)
     ├── NotFound                the job or result does not exist (HTTP 404)
     ├── Conflict                same jobId + resultFile, different request (HTTP 409)
+    ├── TooManyRequests         come back after ``retry_after`` seconds (HTTP 429 + Retry-After)
+    │   ├── QuotaExceeded       the tenant has JOBSVC_TENANT_MAX_QUEUED unfinished results
+    │   └── RateLimited         the caller is over JOBSVC_RATE_LIMIT requests per second
     ├── DatabaseUnavailable     PostgreSQL could not be reached in time (HTTP 503)
     ├── SchemaMismatch          the database's schema version is not the code's
     └── JobError                a job attempt failed; decides the job's outcome
@@ -65,6 +68,22 @@ class NotFound(JobsvcError):
 
 class Conflict(JobsvcError):
     """The (jobId, resultFile) pair already exists with a different request."""
+
+
+class TooManyRequests(JobsvcError):
+    """Refused for now: the caller may try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+
+class QuotaExceeded(TooManyRequests):
+    """The tenant already has its cap of Queued + Processing results."""
+
+
+class RateLimited(TooManyRequests):
+    """The caller sent more requests per second than the API process allows it."""
 
 
 class DatabaseUnavailable(JobsvcError):

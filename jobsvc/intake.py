@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from jobsvc.errors import InvalidRequest
-from jobsvc.model import check_image_url, parse_job_id, result_file_from_url
+from jobsvc.model import DEFAULT_TENANT, check_image_url, parse_job_id, result_file_from_url
 from jobsvc.queue import NewResult
 from jobsvc.schemas import EnqueueRequest, error_sentence
 
@@ -30,7 +30,7 @@ def parse_request(data: Any) -> EnqueueRequest:
         raise InvalidRequest(error_sentence(exc)) from None
 
 
-def new_result(req: EnqueueRequest, default_max_attempts: int, tenant: str = "default") -> NewResult:
+def new_result(req: EnqueueRequest, default_max_attempts: int, tenant: str = DEFAULT_TENANT) -> NewResult:
     """The validated row to insert for ``tenant``; raises `InvalidRequest` with a sentence."""
     job_id = parse_job_id(req.job_id)
     if not req.type.isprintable():

@@ -27,6 +27,7 @@ from typing import Any
 
 from jobsvc.db import Conn
 from jobsvc.errors import ConfigError, NotFound
+from jobsvc.model import DEFAULT_TENANT
 from jobsvc.queries import CREATE_KEY_SQL, KEY_BY_HASH_SQL, LIST_KEYS_SQL, REVOKE_KEY_SQL, TOUCH_KEYS_SQL
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
 
 TOKEN_PREFIX = "jobsvc_"
 #: The tenant of every row written before tenants existed, and of JOBSVC_AUTH=off.
-DEFAULT_TENANT = "default"
 #: The tenant names `jobsvc keys create` accepts (the same CHECK is in schema.sql).
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

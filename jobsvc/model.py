@@ -20,6 +20,8 @@ MAX_TYPE_LENGTH = 64
 MAX_FILE_NAME_BYTES = 255
 MAX_HOST_LENGTH = 253  # a DNS name, without its trailing dot (RFC 1035)
 MAX_LABEL_LENGTH = 63
+#: The tenant of rows from before tenants existed, and of every request with auth off.
+DEFAULT_TENANT = "default"
 
 
 class Status(enum.StrEnum):
@@ -59,13 +61,14 @@ class Job:
     finished_at: datetime | None
     #: The tenant of the key that enqueued it (README, "Security"); rows from before
     #: tenants existed belong to ``default``.
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         fields = dict(row)
         fields["status"] = Status(fields["status"])
-        return cls(**{name: fields[name] for name in cls.__slots__})
+        # A row read before schema version 3 has no tenant: it is `default`'s.
+        return cls(**{name: fields[name] for name in cls.__slots__ if name in fields})
 
     @property
     def duration_ms(self) -> int | None:

@@ -83,6 +83,35 @@ JOIN unnest(%(job_ids)s::uuid[], %(result_files)s::text[]) AS k(job_id, result_f
   ON r.job_id = k.job_id AND r.result_file = k.result_file
 """
 
+# The quota (JOBSVC_TENANT_MAX_QUEUED): one enqueue of a tenant at a time, across
+# every API process, holds this transaction-level lock on a two-int key (queue.QUOTA_LOCK_SPACE,
+# hashtext(tenant)) from its count to its commit; the count is a separate statement
+# so that its snapshot is taken after the lock, and sees every enqueue committed
+# before. Two tenants whose names hash alike merely wait for each other.
+QUOTA_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(tenant)s))"
+# A tenant's Queued + Processing results, from the counter deltas (jobsvc_counts_tenant_idx),
+# which it also folds into one row per status: so the next count of the tenant reads
+# only the deltas written since, not every one since the cleaner's last compaction.
+# The SELECT sees the deltas as they were before the fold (one snapshot for the whole
+# statement). SKIP LOCKED: rows a concurrent compaction is folding are counted (they
+# are visible) but left to it; it, in turn, never sees the row inserted here.
+QUOTA_USED_SQL = """
+WITH folded AS (
+    DELETE FROM jobsvc_counts
+    WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM jobsvc_counts
+        WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING status, delta
+), refolded AS (
+    INSERT INTO jobsvc_counts (tenant, status, delta)
+    SELECT %(tenant)s, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+)
+SELECT coalesce(sum(delta), 0)::bigint AS n FROM jobsvc_counts
+WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
+"""
+
 CANCEL_LOCK_SQL = """
 SELECT id FROM jobsvc_results
 WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
@@ -128,23 +157,80 @@ NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 
 # --- worker side --------------------------------------------------------------------
 
-# The locking SELECT sits in a CTE: `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
-# can claim more than n rows. The session advisory lock is taken in RETURNING, in
-# the claim's own transaction, so no rescuer ever sees a claimed row unlocked.
+# Fair share (DESIGN §8): due work is taken round-robin across tenants, priority
+# ordering each tenant's own rows. docs/ARCHITECTURE.md, "The SQL statements", explains
+# the shape; in short:
+# - `after_cursor` / `from_start`: the tenants with Queued rows, in name order starting
+#   after the worker's ring cursor %(after)s and wrapping around: a recursive "loose
+#   index scan" of jobsvc_results_tenant_due_idx, one probe per tenant that yields
+#   its earliest run_at. It is evaluated lazily: `due` stops it after %(tenants)s
+#   tenants with due work, so a claim costs O(its size), not O(tenants).
+# - `candidates`: each due tenant's first rows in priority order (a LATERAL on
+#   jobsvc_results_tenant_claim_idx): its first row when there are enough tenants
+#   to fill the claim, else up to %(tenants)s rows; ranked within the tenant, then
+#   ordered by rank and ring position (one row of each tenant, then a second of
+#   each, ...).
+# - `picked`: the first %(limit)s candidates not locked by another claim. The
+#   locking SELECT sits in a CTE (`IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
+#   can claim more than n rows); it re-checks status and run_at on the locked row
+#   version; %(tenants)s exceeds %(limit)s so that concurrent claims, which skip each
+#   other's rows, still fill.
+# The session advisory lock is taken in RETURNING, in the claim's own transaction,
+# so no rescuer ever sees a claimed row unlocked.
 CLAIM_SQL = """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM jobsvc_results
-    WHERE status = 'Queued' AND run_at <= now()
-    ORDER BY priority DESC, run_at, id
+WITH RECURSIVE after_cursor AS (
+    (SELECT tenant, run_at, 1 AS pos FROM jobsvc_results
+     WHERE status = 'Queued' AND tenant > %(after)s
+     ORDER BY tenant, run_at LIMIT 1)
+    UNION ALL
+    SELECT n.tenant, n.run_at, t.pos + 1 FROM after_cursor t CROSS JOIN LATERAL (
+        SELECT q.tenant, q.run_at FROM jobsvc_results q
+        WHERE q.status = 'Queued' AND q.tenant > t.tenant
+        ORDER BY q.tenant, q.run_at LIMIT 1
+    ) n
+), from_start AS (
+    (SELECT tenant, run_at, 1 AS pos FROM jobsvc_results
+     WHERE status = 'Queued' AND tenant <= %(after)s
+     ORDER BY tenant, run_at LIMIT 1)
+    UNION ALL
+    SELECT n.tenant, n.run_at, t.pos + 1 FROM from_start t CROSS JOIN LATERAL (
+        SELECT q.tenant, q.run_at FROM jobsvc_results q
+        WHERE q.status = 'Queued' AND q.tenant > t.tenant AND q.tenant <= %(after)s
+        ORDER BY q.tenant, q.run_at LIMIT 1
+    ) n
+), due AS MATERIALIZED (
+    SELECT tenant, 0 AS lap, pos FROM after_cursor WHERE run_at <= now()
+    UNION ALL
+    SELECT tenant, 1 AS lap, pos FROM from_start WHERE run_at <= now()
+    LIMIT %(tenants)s
+), depth AS MATERIALIZED (
+    SELECT CASE WHEN count(*) >= %(tenants)s THEN 1 ELSE %(tenants)s END AS k FROM due
+), candidates AS MATERIALIZED (
+    SELECT c.id, c.rank, due.lap, due.pos
+    FROM due CROSS JOIN depth CROSS JOIN LATERAL (
+        SELECT q.id, row_number() OVER (ORDER BY q.priority DESC, q.run_at, q.id) AS rank
+        FROM jobsvc_results q
+        WHERE q.tenant = due.tenant AND q.status = 'Queued' AND q.run_at <= now()
+        ORDER BY q.priority DESC, q.run_at, q.id
+        LIMIT depth.k
+    ) c
+    ORDER BY c.rank, due.lap, due.pos
+    LIMIT %(tenants)s
+), picked AS MATERIALIZED (
+    SELECT p.id, c.rank, c.lap, c.pos
+    FROM jobsvc_results p JOIN candidates c ON c.id = p.id
+    WHERE p.status = 'Queued' AND p.run_at <= now()
+    ORDER BY c.rank, c.lap, c.pos
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF p SKIP LOCKED
 )
 UPDATE jobsvc_results r
 SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
     worker_id = %(worker_id)s, error = NULL
 FROM picked
 WHERE r.id = picked.id
-RETURNING r.*, pg_advisory_lock(r.id)::text AS locked
+RETURNING r.*, picked.rank AS ring_rank, picked.lap AS ring_lap, picked.pos AS ring_pos,
+    pg_advisory_lock(r.id)::text AS locked
 """
 
 NEXT_DUE_SQL = """
@@ -223,8 +309,8 @@ SELECT status, sum(delta)::bigint AS n FROM jobsvc_counts
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 GROUP BY status
 """
-# Folds the deltas into one row per status. Deltas committed while this runs are
-# not in its snapshot: they are neither deleted nor counted twice.
+# Folds the deltas into one row per (tenant, status). Deltas committed while this
+# runs are not in its snapshot: they are neither deleted nor counted twice.
 COMPACT_COUNTS_SQL = """
 WITH folded AS (DELETE FROM jobsvc_counts RETURNING tenant, status, delta)
 INSERT INTO jobsvc_counts (tenant, status, delta)

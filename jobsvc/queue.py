@@ -26,8 +26,8 @@ from typing import Any
 from psycopg.rows import tuple_row
 
 from jobsvc.db import Conn
-from jobsvc.errors import Conflict, NotFound, SchemaMismatch
-from jobsvc.model import Job, Status
+from jobsvc.errors import Conflict, NotFound, QuotaExceeded, SchemaMismatch
+from jobsvc.model import DEFAULT_TENANT, Job, Status
 from jobsvc.queries import (
     CANCEL_LOCK_SQL,
     CANCEL_PROCESSING_SQL,
@@ -51,6 +51,8 @@ from jobsvc.queries import (
     NEXT_DUE_SQL,
     NOTIFY_SQL,
     QUEUE_AGE_SQL,
+    QUOTA_LOCK_SQL,
+    QUOTA_USED_SQL,
     RESCUE_LOCK_SQL,
     RETRY_SQL,
     SCHEMA_EXISTS_SQL,
@@ -63,7 +65,7 @@ from jobsvc.queries import (
 )
 from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 
-__all__ = ["SCHEMA_VERSION", "ListCursor", "ListFilter", "NewResult", "Outcome"]
+__all__ = ["SCHEMA_VERSION", "ListCursor", "ListFilter", "NewResult", "Outcome", "TenantRing"]
 
 WAKEUP_CHANNEL = "jobsvc_wakeup"
 CANCEL_CHANNEL = "jobsvc_cancel"
@@ -72,6 +74,14 @@ EVENTS_CHANNEL = "jobsvc_events"
 MIGRATE_LOCK = (0x6A6F6273, 1)
 #: The cleaner's and `jobsvc purge`'s lock: one of them deletes at a time.
 CLEAN_LOCK = (0x6A6F6273, 2)
+#: The key space of the per-tenant quota locks (the second int is hashtext(tenant)).
+QUOTA_LOCK_SPACE = 0x6A6F6274
+#: Retry-After (seconds) of an enqueue refused by the quota: results finish meanwhile.
+QUOTA_RETRY_AFTER = 5
+#: The tenant of a result enqueued without one (before auth, and `jobsvc dev`).
+#: The fair-share claim considers this many more candidates than it claims, so that
+#: claims running at the same time (which skip each other's rows) still fill up.
+CLAIM_SLACK = 16
 #: Rows per cleaner batch: each batch is one short transaction.
 CLEAN_BATCH = 1000
 #: The finished statuses, the only ones the cleaner and purge delete.
@@ -99,6 +109,15 @@ def _declared_version(schema_sql: str) -> int:
 SCHEMA_VERSION = _declared_version(load_schema())
 
 
+@dataclass(slots=True)
+class TenantRing:
+    """A worker's place in the fair-share round-robin: the claim serves the tenants
+    after ``after`` (in name order, wrapping around) first, then moves it to the last
+    tenant it served. One per claiming session; a fresh ring starts at the first tenant."""
+
+    after: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class NewResult:
     """A validated enqueue request for one result file."""
@@ -110,7 +129,7 @@ class NewResult:
     priority: int = 0
     run_at: datetime | None = None
     max_attempts: int = 3
-    tenant: str = "default"
+    tenant: str = DEFAULT_TENANT
 
 
 def parse_ids(payload: str) -> list[int]:
@@ -179,14 +198,45 @@ def schema_version(conn: Conn) -> int | None:
 # --- client side ------------------------------------------------------------------
 
 
-def enqueue(conn: Conn, new: NewResult) -> tuple[Job, bool]:
+def reserve_quota(conn: Conn, tenant: str, wanted: int, max_queued: int) -> int:
+    """How many of ``wanted`` new results ``tenant`` may still enqueue under the cap
+    ``max_queued`` (0: unlimited) on its Queued + Processing results.
+
+    Takes the tenant's quota lock (a transaction-level advisory lock, held until the
+    caller's transaction ends), so call it in the transaction that then inserts the
+    results: no other enqueue of the tenant, in any process, counts until this one
+    has committed or rolled back. Insert at most the returned number of new rows.
+    """
+    if max_queued <= 0:
+        return wanted
+    conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": tenant})
+    row = conn.execute(QUOTA_USED_SQL, {"tenant": tenant}).fetchone()
+    used = 0 if row is None else int(row["n"])
+    return max(0, min(wanted, max_queued - used))
+
+
+def quota_exceeded(tenant: str, max_queued: int) -> QuotaExceeded:
+    """The refusal of an enqueue past the quota (the batch endpoint's per-item 429, too)."""
+    return QuotaExceeded(
+        f"tenant {tenant!r} already has {max_queued} queued or running results "
+        "(JOBSVC_TENANT_MAX_QUEUED); try again once some have finished",
+        QUOTA_RETRY_AFTER,
+    )
+
+
+def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bool]:
     """Insert a result for ``new.tenant``; returns ``(job, created)``.
 
     An identical request for an existing (jobId, resultFile) returns the existing row
     with ``created=False``; a different one raises `Conflict`, and so does a jobId
     that another tenant uses (jobIds are unique across tenants; nothing of the other
-    tenant's job is told).
+    tenant's job is told). With ``max_queued`` > 0 a new result past the tenant's quota
+    raises `QuotaExceeded` (`reserve_quota`); an identical retry is still answered with
+    the existing row.
     """
+    full = reserve_quota(conn, new.tenant, 1, max_queued) < 1
+    if full and get_result(conn, new.job_id, new.result_file) is None:
+        raise quota_exceeded(new.tenant, max_queued)
     params = {
         "job_id": new.job_id,
         "result_file": new.result_file,
@@ -257,6 +307,20 @@ def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, 
     raise Conflict(  # pragma: no cover - needs three concurrent conflicting writers in a row
         f"job {todo[0].job_id} result {todo[0].result_file!r} is being written concurrently"
     )
+
+
+def admit(conn: Conn, news: Sequence[NewResult], max_queued: int) -> tuple[list[NewResult], list[NewResult]]:
+    """Split a batch of one tenant's results into those its quota admits and those past
+    it: results that exist already take no slot (they are answered as enqueue answers
+    them); new ones are admitted in order while slots remain. Takes the tenant's quota
+    lock (`reserve_quota`): call it in the transaction that inserts the admitted ones."""
+    if max_queued <= 0 or not news:
+        return list(news), []
+    existing = existing_keys(conn, [(n.job_id, n.result_file) for n in news])
+    new = [n for n in news if (n.job_id, n.result_file) not in existing]
+    room = reserve_quota(conn, news[0].tenant, len(new), max_queued)
+    refused = {id(n) for n in new[room:]}
+    return [n for n in news if id(n) not in refused], [n for n in news if id(n) in refused]
 
 
 def existing_keys(conn: Conn, keys: Sequence[Key]) -> set[Key]:
@@ -391,14 +455,25 @@ def retry(conn: Conn, job_id: uuid.UUID, tenant: str | None = None) -> list[Job]
 # --- worker side ------------------------------------------------------------------
 
 
-def claim(conn: Conn, worker_id: str, limit: int) -> tuple[list[Job], float | None]:
-    """Claim up to ``limit`` due rows and lock each; also returns the seconds until the
-    next not-yet-due row (None when there is none) when fewer than ``limit`` were due."""
-    rows = conn.execute(CLAIM_SQL, {"limit": limit, "worker_id": worker_id}).fetchall()
-    jobs = []
-    for row in rows:
-        row.pop("locked")
-        jobs.append(Job.from_row(row))
+def claim(
+    conn: Conn, worker_id: str, limit: int, ring: TenantRing | None = None
+) -> tuple[list[Job], float | None]:
+    """Claim up to ``limit`` due rows, round-robin across tenants from ``ring``'s place
+    (moved on past the tenants served; None: from the first tenant), and lock each;
+    also returns the seconds until the next not-yet-due row (None when there is none)
+    when fewer than ``limit`` were due."""
+    params = {
+        "limit": limit,
+        "tenants": limit + CLAIM_SLACK,
+        "after": "" if ring is None else ring.after,
+        "worker_id": worker_id,
+    }
+    # In the claim's order: each tenant's first row, then each one's second, ...
+    turns = lambda r: (r["ring_rank"], r["ring_lap"], r["ring_pos"])  # noqa: E731
+    rows = sorted(conn.execute(CLAIM_SQL, params), key=turns)
+    if rows and ring is not None:
+        ring.after = max(rows, key=lambda r: (r["ring_lap"], r["ring_pos"]))["tenant"]
+    jobs = [Job.from_row(row) for row in rows]
     next_due = None
     if len(jobs) < limit:
         due = conn.execute(NEXT_DUE_SQL).fetchone()

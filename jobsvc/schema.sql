@@ -194,6 +194,16 @@ CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_created_idx ON jobsvc_results (
 CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_status_created_idx
     ON jobsvc_results (tenant, status, created_at, id);
 
+-- The fair-share claim (queries.CLAIM_SQL) finds the tenants with due work by a
+-- "loose index scan" of this index: one probe per tenant for its earliest run_at,
+-- however many rows each tenant has queued. Queued rows only, as the claim index.
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_due_idx
+    ON jobsvc_results (tenant, run_at) WHERE status = 'Queued';
+
+-- ... then takes each due tenant's first rows in priority order through this one.
+CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_claim_idx
+    ON jobsvc_results (tenant, priority DESC, run_at, id) WHERE status = 'Queued';
+
 -- API keys, managed with `jobsvc keys` on the database directly. A token is 256
 -- random bits (secrets.token_urlsafe(32)) and only its SHA-256 is stored: a token
 -- that random cannot be guessed from its hash, so no slow password hash is needed,
@@ -218,6 +228,9 @@ CREATE TABLE IF NOT EXISTS jobsvc_keys (
 -- sum over a few delta rows. Deltas written before version 3 are tenant 'default',
 -- as every row was then.
 ALTER TABLE jobsvc_counts ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
+-- The quota (JOBSVC_TENANT_MAX_QUEUED) sums one tenant's Queued + Processing deltas
+-- through this index.
+CREATE INDEX IF NOT EXISTS jobsvc_counts_tenant_idx ON jobsvc_counts (tenant, status);
 
 CREATE OR REPLACE FUNCTION jobsvc_count_changes() RETURNS trigger
 LANGUAGE plpgsql AS $$

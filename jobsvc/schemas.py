@@ -264,6 +264,10 @@ class LocationHeaders(pydantic.BaseModel):
     location: str
 
 
+class RetryAfterHeaders(pydantic.BaseModel):
+    retry_after: int = Field(description="seconds to wait before trying again")
+
+
 class NoBody(_Camel):
     """No body."""
 

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 
 from jobsvc import intake, queue
 from jobsvc.db import Conn
-from jobsvc.model import Job
+from jobsvc.model import DEFAULT_TENANT, Job
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "enqueue"]
 
@@ -41,7 +41,8 @@ def enqueue(
     priority: int = 0,
     run_at: datetime | int | None = None,
     max_attempts: int | None = None,
-    tenant: str = "default",
+    tenant: str = DEFAULT_TENANT,
+    max_queued: int = 0,
 ) -> Job:
     """Enqueue one result of a job in ``conn``'s current transaction; returns its row.
 
@@ -51,6 +52,11 @@ def enqueue(
     row and sends nothing; a different one raises `jobsvc.Conflict`; a request the
     API would refuse raises `jobsvc.InvalidRequest` with the API's sentence. Neither
     error writes anything or breaks the transaction: the caller decides what to do.
+
+    ``tenant`` owns the result (DESIGN §8). ``max_queued`` > 0 caps the tenant's
+    Queued + Processing results as ``JOBSVC_TENANT_MAX_QUEUED`` does for the API (past
+    it, `jobsvc.QuotaExceeded`); it takes the tenant's quota lock, held until ``conn``'s
+    transaction ends, so other enqueues of that tenant wait for this commit.
 
     ``conn`` may use any row factory: the statements run on a cursor of its own.
     """
@@ -71,7 +77,7 @@ def enqueue(
         # A cursor answers execute/fetchone like the connection queue's functions
         # expect, with dict rows whatever the caller's connection uses.
         dict_conn = cast(Conn, cursor)
-        job, created = queue.enqueue(dict_conn, new)
+        job, created = queue.enqueue(dict_conn, new, max_queued=max_queued)
         if created:
             queue.announce(dict_conn, [job.id], wakeup=True)
     return job

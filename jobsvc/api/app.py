@@ -19,7 +19,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from jobsvc.api import auth, batch, dashboard, events, ops, results
+from jobsvc.api import auth, batch, dashboard, events, ops, ratelimit, results
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -31,6 +31,9 @@ from jobsvc.errors import (
     InvalidRequest,
     JobsvcError,
     NotFound,
+    QuotaExceeded,
+    RateLimited,
+    TooManyRequests,
     TransientError,
     Unauthorized,
     UnsupportedMedia,
@@ -51,6 +54,8 @@ ERROR_STATUS: dict[type[JobsvcError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    QuotaExceeded: 429,  # with Retry-After, as every TooManyRequests
+    RateLimited: 429,
     DatabaseUnavailable: 503,
     TransientError: 503,  # storage hiccups while serving a download
 }
@@ -124,6 +129,7 @@ def create_app(
 
     _register_errors(app)
     app.before_request(auth.check_request)
+    ratelimit.install(app, settings.rate_limit)  # after authentication: the limit is per key
     for module in (results, batch, events, ops, dashboard, auth):
         app.register_blueprint(module.blueprint)
     return app
@@ -144,7 +150,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _register_errors(app: QuartTrio) -> None:
     @app.errorhandler(JobsvcError)
     async def jobsvc_error(exc: JobsvcError) -> Response:
-        headers = {"WWW-Authenticate": exc.challenge} if isinstance(exc, Unauthorized) else None
+        headers: dict[str, str] | None = None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": exc.challenge}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after)}
         return _error(status_for(exc), str(exc), headers)
 
     @app.errorhandler(RequestSchemaValidationError)

@@ -31,6 +31,7 @@ from jobsvc.api.auth import principal, requires
 from jobsvc.api.results import judge
 from jobsvc.api.services import Services, services
 from jobsvc.api.wire import documented, json_body, json_response
+from jobsvc.db import Conn
 from jobsvc.errors import BodyTooLarge, InvalidRequest, JobsvcError
 from jobsvc.keys import Scope
 from jobsvc.model import Job
@@ -95,10 +96,21 @@ async def batch() -> Response:
     accepted = [item for item in leaders.values() if item.status is None]
     if accepted:
         news = [item.new for item in accepted if item.new is not None]
-        rows = await svc.run(lambda c: queue.enqueue_many(c, news))
+        cap = svc.settings.tenant_max_queued
+
+        def write(c: Conn) -> tuple[dict[queue.Key, tuple[Job, bool]], list[queue.NewResult]]:
+            admitted, refused = queue.admit(c, news, cap)  # holds the tenant's quota lock
+            return queue.enqueue_many(c, admitted), refused
+
+        rows, over = await svc.run(write)
+        over_keys = {(n.job_id, n.result_file) for n in over}
         for item in accepted:
             assert item.new is not None
-            item.row, created = rows[(item.new.job_id, item.new.result_file)]
+            key = (item.new.job_id, item.new.result_file)
+            if key in over_keys:
+                item.refuse(queue.quota_exceeded(tenant, cap))
+                continue
+            item.row, created = rows[key]
             if created:
                 item.status = 202
                 svc.announcer.add(item.row.id)

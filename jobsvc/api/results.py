@@ -83,7 +83,9 @@ async def enqueue() -> Response:
     """Enqueue one result of a job.
 
     202 with the new job view and a Location; 200 with the existing view for an
-    identical retry; 409 when the (jobId, resultFile) exists from another request.
+    identical retry; 409 when the (jobId, resultFile) exists from another request;
+    429 with Retry-After when the tenant already has JOBSVC_TENANT_MAX_QUEUED
+    unfinished results.
     """
     svc = services()
     new = judge(await json_body(), svc.settings, principal().tenant)
@@ -91,7 +93,8 @@ async def enqueue() -> Response:
         existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file, new.tenant))
         if existing is None:
             await svc.fetcher.probe(new.img_url)
-    job, created = await svc.run(lambda c: queue.enqueue(c, new))
+    cap = svc.settings.tenant_max_queued
+    job, created = await svc.run(lambda c: queue.enqueue(c, new, max_queued=cap))
     if not created:
         return json_response(job_view(job), 200)
     svc.announcer.add(job.id)

@@ -12,7 +12,7 @@ from quart import Response, request
 from quart_schema import document_response
 
 from jobsvc.errors import BodyTooLarge, InvalidRequest, UnsupportedMedia, quoted
-from jobsvc.schemas import ErrorBody, error_sentence
+from jobsvc.schemas import ErrorBody, RetryAfterHeaders, error_sentence
 
 __all__ = [
     "MAX_BATCH_BODY_BYTES",
@@ -36,8 +36,12 @@ _BODY_LIMITS = {"/results/batch": MAX_BATCH_BODY_BYTES}
 M = TypeVar("M", bound=pydantic.BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The errors any route may answer, documented on every one.
-_COMMON_ERRORS = {code: (ErrorBody, None) for code in (400, 500, 503)}
+#: The errors any route may answer, documented on every one (429: JOBSVC_RATE_LIMIT on
+#: the /results routes, and on enqueue the tenant's quota).
+_COMMON_ERRORS: dict[int, tuple[type[pydantic.BaseModel], type[pydantic.BaseModel] | None]] = {
+    **{code: (ErrorBody, None) for code in (400, 500, 503)},
+    429: (ErrorBody, RetryAfterHeaders),
+}
 
 
 def documented(

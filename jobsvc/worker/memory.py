@@ -27,7 +27,7 @@ from typing import TypeVar
 import trio
 
 from jobsvc.errors import DatabaseUnavailable
-from jobsvc.model import Job, Status
+from jobsvc.model import DEFAULT_TENANT, Job, Status
 from jobsvc.retry import CANCELED_ERROR, Decision, Outcome, RetryPolicy
 from jobsvc.worker.store import CancelRequested, Signal, Wakeup
 
@@ -49,6 +49,7 @@ class MemorySession:
         self.worker_id = worker_id
         self.killed = False
         self.broken = False
+        self.ring = ""  # the fair-share cursor, as queue.TenantRing
 
     async def claim(self, limit: int) -> tuple[list[Job], float | None]:
         return await self._call(lambda: self._store._claim(self, limit))
@@ -103,7 +104,13 @@ class MemoryStore:
     # --- playing the API and the faults ---------------------------------------------
 
     def enqueue(
-        self, *, type: str = "ingest", priority: int = 0, delay: float = 0.0, max_attempts: int = 3
+        self,
+        *,
+        type: str = "ingest",
+        priority: int = 0,
+        delay: float = 0.0,
+        max_attempts: int = 3,
+        tenant: str = DEFAULT_TENANT,
     ) -> Job:
         """Insert a Queued row due in ``delay`` seconds, and wake the workers."""
         now, row_id = _now(), next(self._ids)
@@ -112,7 +119,7 @@ class MemoryStore:
             img_url=f"http://images.test/{row_id}.png", status=Status.QUEUED, priority=priority,
             run_at=now + timedelta(seconds=delay), attempts=0, max_attempts=max_attempts, error=None,
             cancel_requested_at=None, worker_id=None, created_at=now, updated_at=now, started_at=None,
-            finished_at=None,
+            finished_at=None, tenant=tenant,
         )  # fmt: skip
         self._touch()
         self._signal(Wakeup())
@@ -232,8 +239,21 @@ class MemoryStore:
         now = _now()
         queued = [r for r in self.rows.values() if r.status is Status.QUEUED]
         due = sorted((r for r in queued if r.run_at <= now), key=lambda r: (-r.priority, r.run_at, r.id))
+        # Fair share as CLAIM_SQL: the tenants in name order after the session's ring
+        # cursor (wrapping around), one row of each, then a second of each, ...
+        tenants = sorted({r.tenant for r in due}, key=lambda t: (t <= session.ring, t))
+        turn = {t: i for i, t in enumerate(tenants)}
+        rank: dict[str, int] = {}
+        order = []
+        for r in due:
+            rank[r.tenant] = rank.get(r.tenant, 0) + 1
+            order.append(((rank[r.tenant], turn[r.tenant]), r))
+        order.sort(key=lambda pair: pair[0])
+        picked = [r for _, r in order[:limit]]
+        if picked:
+            session.ring = max(picked, key=lambda r: turn[r.tenant]).tenant
         claimed = []
-        for row in due[:limit]:
+        for row in picked:
             row = replace(
                 row, status=Status.PROCESSING, attempts=row.attempts + 1, started_at=now,
                 updated_at=now, worker_id=session.worker_id, error=None,

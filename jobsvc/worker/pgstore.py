@@ -29,6 +29,7 @@ class PostgresSession:
     def __init__(self, session: Session, worker_id: str) -> None:
         self._session = session
         self._worker_id = worker_id
+        self._ring = queue.TenantRing()  # this session's place in the fair-share round-robin
 
     @property
     def broken(self) -> bool:
@@ -39,7 +40,9 @@ class PostgresSession:
         return self._session.backend_pid
 
     async def claim(self, limit: int) -> tuple[list[Job], float | None]:
-        return await self._session.run(partial(queue.claim, worker_id=self._worker_id, limit=limit))
+        return await self._session.run(
+            partial(queue.claim, worker_id=self._worker_id, limit=limit, ring=self._ring)
+        )
 
     async def finish(self, outcomes: Sequence[Outcome], policy: RetryPolicy) -> list[Job]:
         finish = partial(queue.finish, worker_id=self._worker_id, policy=policy)

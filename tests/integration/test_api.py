@@ -530,14 +530,15 @@ async def test_openapi_documents_every_route_and_the_error_shape(api: Api) -> No
     paths = doc["paths"]
     auth = {"401", "403"}  # every route that needs a key with a scope
     expected = {
-        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "500", "503", *auth},
-        ("/results/list", "get"): {"200", "304", "400", "500", "503", *auth},
-        ("/results/events", "get"): {"200", "400", "500", "503", *auth},
-        ("/results/{jobId}", "get"): {"200", "400", "404", "500", "503", *auth},
-        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "500", "503", *auth},
-        ("/results/{jobId}/retry", "post"): {"200", "400", "404", "500", "503", *auth},
-        ("/results/batch", "post"): {"200", "400", "413", "415", "500", "503", *auth},
-        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "500", "503", *auth},
+        # 429: JOBSVC_RATE_LIMIT (and on enqueue and batch items, the tenant's quota)
+        ("/results/enqueue", "post"): {"202", "200", "400", "409", "413", "415", "429", "500", "503", *auth},
+        ("/results/list", "get"): {"200", "304", "400", "429", "500", "503", *auth},
+        ("/results/events", "get"): {"200", "400", "429", "500", "503", *auth},
+        ("/results/{jobId}", "get"): {"200", "400", "404", "429", "500", "503", *auth},
+        ("/results/{jobId}/cancel", "post"): {"200", "400", "404", "429", "500", "503", *auth},
+        ("/results/{jobId}/retry", "post"): {"200", "400", "404", "429", "500", "503", *auth},
+        ("/results/batch", "post"): {"200", "400", "413", "415", "429", "500", "503", *auth},
+        ("/results/{jobId}/{resultFile}", "get"): {"200", "307", "400", "404", "429", "500", "503", *auth},
         ("/auth/whoami", "get"): {"200", "401", "500", "503"},
         ("/healthz", "get"): {"200"},
         ("/readyz", "get"): {"200", "503"},

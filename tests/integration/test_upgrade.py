@@ -139,7 +139,7 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     with connect(database_url) as conn:
         conn.execute("UPDATE jobsvc_meta SET schema_version = %s", (queue.SCHEMA_VERSION + 1,))
     with db.connect(database_url) as conn, pytest.raises(SchemaMismatch, match="newer than this jobsvc"):
-        queue.migrate(conn, queue.load_schema())  # would otherwise write version 3 over 4
+        queue.migrate(conn, queue.load_schema())  # would otherwise write this version over a newer one
     with connect(database_url) as conn:
         assert queue.schema_version(conn) == queue.SCHEMA_VERSION + 1
 
@@ -147,11 +147,32 @@ async def test_a_database_newer_than_the_code_is_refused_everywhere(
     migrate = await run_process(spawn, "migrate", env=env)
     assert migrate.popen.returncode == 2 and "upgrade jobsvc" in migrate.output()
     refused = await run_process(spawn, "worker", env=env)
-    assert refused.popen.returncode == 2 and "newer than this jobsvc's version 3" in refused.output()
+    assert refused.popen.returncode == 2
+    assert f"newer than this jobsvc's version {queue.SCHEMA_VERSION}" in refused.output()
     async with open_api(database_url=database_url) as api:
         response = await api.client.get("/readyz")
         assert response.status_code == 503
         assert "upgrade jobsvc" in (await response.get_json())["error"]
+
+
+def test_v2_database_gets_tenants_with_its_counts_kept(empty_database_url: str) -> None:
+    url = empty_database_url
+    with connect(url) as conn:
+        conn.execute(V2_SCHEMA.encode())
+        conn.execute(V1_ROWS)  # counted by version 2's triggers
+        before = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    with db.connect(url) as conn:
+        queue.migrate(conn, queue.load_schema())
+        queue.migrate(conn, queue.load_schema())  # idempotent
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION
+        after = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+        assert after == [{**r, "tenant": "default"} for r in before]
+        # The deltas written before are `default`'s, as the rows: the quota counts them.
+        assert queue.reserve_quota(conn, "default", 5, max_queued=3) == 1  # Queued + Processing = 2
+        assert queue.reserve_quota(conn, "other", 5, max_queued=3) == 3
+    exact, counted = exact_and_counted(url)
+    assert counted == exact == {s.value: 1 for s in Status}
 
 
 def test_the_declared_version_is_the_one_stated_in_schema_sql() -> None:

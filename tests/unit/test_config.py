@@ -17,6 +17,7 @@ def test_defaults_match_the_design_table() -> None:
     assert (s.allow_private_urls, s.verify_on_enqueue) == (False, True)
     assert (s.rescue_interval, s.shutdown_grace) == (15.0, 30.0)
     assert (s.retention, s.clean_interval) == (7 * 86400, 60.0)
+    assert (s.tenant_max_queued, s.rate_limit) == (100000, 0.0)
 
 
 def test_values_are_parsed() -> None:
@@ -31,8 +32,11 @@ def test_values_are_parsed() -> None:
             "JOBSVC_VERIFY_ON_ENQUEUE": "0",
             "JOBSVC_RESCUE_INTERVAL": "2.5",
             "JOBSVC_LOG_FORMAT": "JSON",
+            "JOBSVC_TENANT_MAX_QUEUED": "0",
+            "JOBSVC_RATE_LIMIT": "2.5",
         }
     )
+    assert (s.tenant_max_queued, s.rate_limit) == (0, 2.5)
     assert s.database_url == "postgresql://u@h/db" and s.storage_url == "s3://bucket/prefix"
     assert (s.port, s.concurrency, s.allow_private_urls, s.verify_on_enqueue) == (9001, 64, True, False)
     assert s.rescue_interval == 2.5 and s.log_format == "json"
@@ -65,6 +69,10 @@ def test_flags_override_environment_and_defaults_apply_when_unset() -> None:
         ("JOBSVC_RETENTION", "-1d", "such as 7d, 12h, 30m or 45s, or 0"),
         ("JOBSVC_RETENTION", "0s", "above 0"),
         ("JOBSVC_CLEAN_INTERVAL", "soon", "number of seconds"),
+        ("JOBSVC_TENANT_MAX_QUEUED", "-1", "integer between 0 and 1000000000"),
+        ("JOBSVC_TENANT_MAX_QUEUED", "lots", "integer between 0 and 1000000000"),
+        ("JOBSVC_RATE_LIMIT", "-5", "number between 0.0 and 1000000.0"),
+        ("JOBSVC_RATE_LIMIT", "inf", "number between 0.0 and 1000000.0"),
     ],
 )
 def test_bad_values_name_the_variable_and_what_is_accepted(var: str, value: str, says: str) -> None:

@@ -128,6 +128,20 @@ async def test_claim_order_is_priority_then_age(nursery: trio.Nursery, autojump_
     assert gate.started == [high.id, mid.id, low.id]
 
 
+async def test_claim_shares_slots_round_robin_across_tenants(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    store, gate = MemoryStore(), Gate()
+    a = [store.enqueue(tenant="a", priority=p) for p in (0, 0, 0, 3)]
+    b = [store.enqueue(tenant="b") for _ in range(2)]
+    c = store.enqueue(tenant="c", priority=-5)
+    await nursery.start(make_worker(store, gate, concurrency=1).run)
+    gate.release.set()
+    await wait_status(store, a[2].id, Status.COMPLETED)
+    # one job of each tenant in turn (priority orders a tenant's own), whatever the backlog
+    assert gate.started == [a[3].id, b[0].id, c.id, a[0].id, b[1].id, a[1].id, a[2].id]
+
+
 async def test_shutdown_gives_unfinished_jobs_back_after_grace_without_counting(
     nursery: trio.Nursery, autojump_clock: MockClock
 ) -> None:
