@@ -17,13 +17,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import trio
-
-from jobsvc import __version__, logs, queue
+# Nothing heavier than the standard library at load: trio, psycopg (through `queue`),
+# httpx and pydantic are imported by the commands that use them, so that
+# ``jobsvc --version`` and ``--help`` answer at once (tests/unit/client/test_cli_imports.py).
+from jobsvc import __version__, logs
 from jobsvc.config import Settings
 from jobsvc.errors import ConfigError, DatabaseUnavailable, JobsvcError, SchemaMismatch
 
 if TYPE_CHECKING:
+    import trio
+
     from jobsvc.metrics import Metrics
     from jobsvc.worker import Handler
 
@@ -97,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _handler_flag(dev)
 
     try:
-        from jobsvc import client
+        from jobsvc.client.commands import add_commands
     except ImportError:  # pragma: no cover - the client commands are optional
         return parser
-    client.add_commands(sub)
+    add_commands(sub)
     return parser
 
 
@@ -171,6 +174,8 @@ def _settings(args: argparse.Namespace, **defaults: Any) -> Settings:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from jobsvc import queue
+
     settings = _settings(args)
     migrate(settings.require_database_url())
     print(f"jobsvc: schema is current (version {queue.SCHEMA_VERSION})")
@@ -178,7 +183,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def migrate(url: str) -> None:
-    from jobsvc import db
+    from jobsvc import db, queue
 
     with db.connect(url) as conn, conn.transaction():
         queue.migrate(conn, queue.load_schema())
@@ -187,7 +192,7 @@ def migrate(url: str) -> None:
 def check_schema(url: str) -> None:
     """Refuse to start against a schema that is not this code's (`SchemaMismatch`). An
     unreachable database is not refused: the worker waits for it with backoff."""
-    from jobsvc import db
+    from jobsvc import db, queue
 
     try:
         with db.connect(url) as conn:
@@ -200,7 +205,7 @@ def check_schema(url: str) -> None:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from jobsvc import db
+    from jobsvc import db, queue
     from jobsvc.config import parse_duration
 
     settings = _settings(args)
@@ -284,6 +289,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _finished_statuses(given: Sequence[str] | None) -> tuple[str, ...]:
+    from jobsvc import queue
+
     if not given:
         return queue.FINISHED
     by_name = {s.lower(): s for s in queue.FINISHED}
@@ -296,6 +303,8 @@ def _finished_statuses(given: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    import trio
+
     settings = _settings(args)
     settings.require_database_url()
     trio.run(_serve_until_signal, [partial(serve_api, settings)])
@@ -303,6 +312,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    import trio
+
     settings = _settings(args)
     check_schema(settings.require_database_url())
     handlers = _handlers(args)
@@ -311,6 +322,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    import trio
+
     from jobsvc import embedded
     from jobsvc.metrics import Metrics
 
@@ -348,9 +361,21 @@ def cmd_dev(args: argparse.Namespace) -> int:
 Service = Callable[..., Coroutine[Any, Any, None]]  # (stop: trio.Event, *, task_status)
 
 
+class _StatusIgnored:
+    """`trio.TASK_STATUS_IGNORED` without importing trio when this module loads."""
+
+    def started(self, value: object = None) -> None:
+        pass
+
+
+_STATUS_IGNORED: Any = _StatusIgnored()
+
+
 async def _serve_until_signal(services: Sequence[Service]) -> None:
     """Run services until SIGTERM/SIGINT, then let each stop gracefully; a second
     signal stops them at once."""
+    import trio
+
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -374,12 +399,13 @@ async def _serve_until_signal(services: Sequence[Service]) -> None:
 async def serve_api(
     settings: Settings,
     stop: trio.Event,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: Any = _STATUS_IGNORED,
     *,
     metrics: Metrics | None = None,
 ) -> None:
     import hypercorn.config
     import hypercorn.trio
+    import trio
 
     from jobsvc import serving
     from jobsvc.api import create_app, end_event_streams
@@ -417,11 +443,13 @@ async def serve_api(
 async def run_worker(
     settings: Settings,
     stop: trio.Event,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: Any = _STATUS_IGNORED,
     *,
     handlers: Mapping[str, Handler] | None = None,
     metrics: Metrics | None = None,
 ) -> None:
+    import trio
+
     from jobsvc.handlers import describe
     from jobsvc.worker import Worker
 

@@ -11,8 +11,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from jobsvc.errors import InvalidRequest, quoted
 
 MAX_URL_LENGTH = 2048
@@ -171,6 +169,10 @@ def _check_host(url: str) -> None:
     A host httpx cannot parse or IDNA-decode (``xn--zz``), an empty label
     (``a..b``) or an over-long one can never be fetched: refused here, at enqueue.
     """
+    # Imported here: the CLI imports this module for `Status`, and ``jobsvc --version``
+    # must not wait for httpx.
+    import httpx
+
     try:
         parsed = httpx.URL(url)
         parsed.host  # noqa: B018 (IDNA-decodes the host: raises on an invalid A-label)

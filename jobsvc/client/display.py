@@ -19,6 +19,7 @@ __all__ = [
     "JobTracker",
     "format_change",
     "format_duration",
+    "format_elapsed",
     "format_table",
     "progress_line",
     "truncate",
@@ -83,12 +84,24 @@ def _same_id(job_id: uuid.UUID, text: str) -> bool:
         return str(job_id) == text
 
 
-def progress_line(tracker: JobTracker) -> str:
-    """``job 0b6e…: 1/3 finished (1 Completed, 2 Processing)``."""
+def progress_line(tracker: JobTracker, *, now_ms: int | None = None) -> str:
+    """``job 0b6e…: 1/3 finished (1 Completed, 2 Processing), 14s since started``.
+
+    With ``now_ms``, the time since the first result started (or, before any started,
+    since the job was created) is appended; the clocks are the server's timestamps and
+    the caller's, so a client clock behind the server's shows 0s, never a negative time.
+    """
     done = sum(1 for v in tracker.results.values() if v.status.finished)
-    return f"job {tracker.job_id}: {done}/{len(tracker.results)} finished" + (
+    line = f"job {tracker.job_id}: {done}/{len(tracker.results)} finished" + (
         f" ({tracker.summary()})" if tracker.results else ""
     )
+    if now_ms is None or not tracker.results:
+        return line
+    started = [v.started_at for v in tracker.results.values() if v.started_at is not None]
+    if started:
+        return f"{line}, {format_elapsed(now_ms - min(started))} since started"
+    created = min(v.created_at for v in tracker.results.values())
+    return f"{line}, {format_elapsed(now_ms - created)} since created"
 
 
 class Display:
@@ -100,6 +113,11 @@ class Display:
         self._json = as_json
         self._live = live
         self._progress = ""
+
+    @property
+    def live(self) -> bool:
+        """True when a progress line is drawn (and worth redrawing as time passes)."""
+        return self._live
 
     def show(self, view: JobView) -> None:
         line = json.dumps(view_json(view), ensure_ascii=False) if self._json else format_change(view)
@@ -185,6 +203,13 @@ def format_duration(ms: int) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def format_elapsed(ms: int) -> str:
+    """A running clock: whole seconds below a minute (``0s``, ``14s``), then as
+    `format_duration` (``4m05s``)."""
+    ms = max(ms, 0)
+    return f"{ms // 1000}s" if ms < 60_000 else format_duration(ms)
 
 
 def truncate(text: str, width: int) -> str:

@@ -1,4 +1,4 @@
-"""The client commands (`jobsvc enqueue|list|cancel|retry|watch`) as real processes against
+"""The client commands (`jobsvc enqueue|list|get|cancel|retry|download|watch`) as real processes against
 a real stack: `jobsvc api` and `jobsvc worker` subprocesses (one pair for the module,
 stopped with SIGTERM at its end) on a real PostgreSQL, file storage, and the local
 image server. Each test uses its own job ids. Waits are on statuses, with deadlines.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -50,7 +52,9 @@ def client_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
 
-def run_cli(*args: str, url: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, url: str, timeout: float = COMMAND_TIMEOUT, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``jobsvc <args> --url <url>`` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "jobsvc.cli", *args, "--url", url],
@@ -58,6 +62,7 @@ def run_cli(*args: str, url: str, timeout: float = COMMAND_TIMEOUT) -> subproces
         text=True,
         timeout=timeout,
         env=client_env(),
+        cwd=cwd,
         check=False,
     )
 
@@ -69,8 +74,8 @@ class Stack:
     worker: JobsvcProcess
     results: Path
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, url=self.url)
+    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, url=self.url, cwd=cwd)
 
     def start(self, *args: str, tmp: Path) -> Background:
         """``jobsvc <args> --url <the stack>`` in the background, output to files."""
@@ -356,13 +361,184 @@ def test_retry_puts_a_canceled_job_back_to_work(stack: Stack, image_server: Imag
     assert unknown.returncode == 1 and "does not exist (HTTP 404)" in unknown.stderr
 
 
-def test_cancel_unknown_or_malformed_job_exits_1(stack: Stack) -> None:
+def test_cancel_unknown_job_exits_1_malformed_exits_2(stack: Stack) -> None:
     unknown = stack.run("cancel", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "does not exist (HTTP 404)" in unknown.stderr
     malformed = stack.run("cancel", "not-a-uuid")
-    assert malformed.returncode == 1 and "(HTTP 400)" in malformed.stderr
+    assert malformed.returncode == 2 and "expected a job id" in malformed.stderr
     watch_unknown = stack.run("watch", str(uuid.uuid4()))
     assert watch_unknown.returncode == 1 and "(HTTP 404)" in watch_unknown.stderr
+    get_unknown = stack.run("get", str(uuid.uuid4()))
+    assert get_unknown.returncode == 1 and "does not exist (HTTP 404)" in get_unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["get", "nope"],
+        ["cancel", "nope"],
+        ["retry", "00000000-0000-0000-0000-000000000000"],
+        ["download", "nope", "a.png"],
+        ["download", str(uuid.uuid4()), "../a.png"],
+        ["watch", "nope"],
+        ["list", "--job-id", "nope"],
+        ["enqueue", "http://images.test/a.png", "--job-id", "nope"],
+    ],
+)
+def test_malformed_job_id_exits_2_before_any_request(args: list[str], dead_url: str) -> None:
+    # Against an address that refuses connections: any request would have exited 3.
+    done = run_cli(*args, url=dead_url, timeout=20)
+    assert done.returncode == 2, done.stderr
+    assert "error: argument" in done.stderr and "cannot reach" not in done.stderr
+
+
+# --- get and download ----------------------------------------------------------------
+
+
+def test_get_prints_the_jobs_results_as_a_table_and_json(stack: Stack, image_server: ImageServer) -> None:
+    job_id = str(uuid.uuid4())
+    for name in ("cli-get-a.png", "cli-get-b.png"):
+        assert stack.run("enqueue", image_server.url(f"/img/{name}"), "--job-id", job_id).returncode == 0
+    stack.wait_status(job_id, "Completed")
+
+    table = stack.run("get", job_id.upper())  # any spelling of the id
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:4] == ["JOB", "ID", "RESULT", "FILE"] and len(lines) == 3
+    assert [line.split()[:4] for line in lines[1:]] == [
+        [job_id, "cli-get-a.png", "Completed", "1/3"],
+        [job_id, "cli-get-b.png", "Completed", "1/3"],
+    ]
+    as_json = stack.run("get", job_id, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == stack.views(job_id)
+
+
+def test_download_writes_the_image_to_cwd_a_path_a_directory_or_stdout(
+    stack: Stack, image_server: ImageServer, tmp_path: Path
+) -> None:
+    job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-dl.png")))
+    stack.wait_status(job_id, "Completed")
+    stored = (stack.results / job_id / "cli-dl.png").read_bytes()
+
+    default = stack.run("download", job_id, "cli-dl.png", cwd=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "cli-dl.png").read_bytes() == stored
+    assert default.stdout.split() == ["cli-dl.png", str(len(stored)), "bytes"]
+
+    path = stack.run("download", job_id, "cli-dl.png", "-o", str(tmp_path / "renamed.png"), "--json")
+    assert json.loads(path.stdout) == {
+        "jobId": job_id,
+        "resultFile": "cli-dl.png",
+        "path": str(tmp_path / "renamed.png"),
+        "bytes": len(stored),
+    }
+    assert (tmp_path / "renamed.png").read_bytes() == stored
+    (tmp_path / "into").mkdir()
+    assert stack.run("download", job_id, "cli-dl.png", "-o", str(tmp_path / "into")).returncode == 0
+    assert (tmp_path / "into" / "cli-dl.png").read_bytes() == stored
+
+    piped = subprocess.run(
+        [sys.executable, "-m", "jobsvc.cli", "download", job_id, "cli-dl.png", "-o", "-", "--url", stack.url],
+        capture_output=True,
+        timeout=COMMAND_TIMEOUT,
+        env=client_env(),
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == stored
+
+
+def test_download_of_a_result_not_completed_exits_1_and_leaves_no_file(
+    stack: Stack, image_server: ImageServer, tmp_path: Path
+) -> None:
+    key = uuid.uuid4().hex
+    job_id = job_id_of(stack.run("enqueue", image_server.url(f"/slow/{key}/cli-dl-slow.png")))
+    stack.wait_status(job_id, "Processing")
+    try:
+        running = stack.run("download", job_id, "cli-dl-slow.png", cwd=tmp_path)
+        assert running.returncode == 1 and "(HTTP 404)" in running.stderr
+        other = stack.run("download", job_id, "no-such.png", cwd=tmp_path)
+        assert other.returncode == 1 and "(HTTP 404)" in other.stderr
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        assert stack.run("cancel", job_id).returncode == 0
+
+
+def test_jobsvc_url_is_the_default_api_url(stack: Stack, image_server: ImageServer) -> None:
+    job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-env.png")))
+    done = subprocess.run(
+        [sys.executable, "-m", "jobsvc.cli", "get", job_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        env={**client_env(), "JOBSVC_URL": stack.url},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)[0]["jobId"] == job_id
+
+
+# --- watch on a terminal ---------------------------------------------------------------
+
+
+def test_watch_on_a_terminal_shows_elapsed_time_and_each_change(
+    stack: Stack, image_server: ImageServer, tmp_path: Path
+) -> None:
+    key = uuid.uuid4().hex
+    job_id = job_id_of(stack.run("enqueue", image_server.url(f"/slow/{key}/cli-tty.png")))
+    stack.wait_status(job_id, "Processing")
+    primary, secondary = pty.openpty()
+    err = (tmp_path / "watch.err").open("w")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "jobsvc.cli", "watch", job_id, "--url", stack.url],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=err,
+        env=client_env(),
+    )
+    os.close(secondary)
+    screen = b""
+
+    def read_for(seconds: float) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([primary], [], [], left)[0]:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # EIO: the process closed the terminal
+                    return
+                if not chunk:
+                    return
+                screen += chunk
+
+    def clocks() -> list[str]:
+        return re.findall(r"\(1 Processing\), (\d+)s since started", screen.decode())
+
+    try:
+        deadline = time.monotonic() + 15
+        while len(set(clocks())) < 3 and time.monotonic() < deadline:
+            read_for(0.2)
+        seconds = [int(s) for s in dict.fromkeys(clocks())]
+        # Redrawn as time passes, with no change of state: the clock runs.
+        assert len(seconds) >= 3 and seconds == sorted(seconds), screen
+        assert stack.run("cancel", job_id).returncode == 0
+        assert watcher.wait(15) == 1
+        read_for(0.5)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait(10)
+        os.close(primary)
+        err.close()
+    # One line per state change, above the live line; the live line erased at the end.
+    lines = [part.rsplit("\x1b[K", 1)[-1] for part in screen.decode().split("\r\n")[:-1]]
+    statuses = [line.split("  ")[3] for line in lines]
+    assert statuses[0] == "Processing" and statuses[-1] == "Canceled", screen
+    # Between them, at most the cancel request's own change (a separate event unless coalesced).
+    assert all(line.endswith("cancel requested") for line in lines[1:-1]), screen
+    assert screen.endswith(b"\r\x1b[K")
 
 
 # --- watch every job -----------------------------------------------------------------
@@ -396,7 +572,9 @@ def test_watch_all_follows_new_jobs_and_ctrl_c_exits_0(
     [
         ["enqueue", "http://images.test/a.png"],
         ["list"],
+        ["get", str(uuid.uuid4())],
         ["cancel", str(uuid.uuid4())],
+        ["download", str(uuid.uuid4()), "a.png"],
         ["watch"],
         ["watch", str(uuid.uuid4())],
     ],

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import http.server
 import io
+import json
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
+import trio
+import trio.testing
 
 from jobsvc import cli
 from jobsvc.client import commands
@@ -52,9 +60,51 @@ def parse(*argv: str) -> Any:
     return cli.build_parser().parse_args(list(argv))
 
 
-def test_client_commands_default_to_the_local_api() -> None:
-    for argv in (["enqueue", "http://i.test/a.png"], ["list"], ["cancel", JOB], ["watch"]):
+CLIENT_ARGVS = (
+    ["enqueue", "http://i.test/a.png"],
+    ["list"],
+    ["get", JOB],
+    ["cancel", JOB],
+    ["retry", JOB],
+    ["download", JOB, "a.png"],
+    ["watch"],
+)
+
+
+def test_client_commands_default_to_the_local_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBSVC_URL", raising=False)
+    for argv in CLIENT_ARGVS:
         assert parse(*argv).url == "http://127.0.0.1:8000"
+
+
+def test_client_commands_take_the_url_from_jobsvc_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBSVC_URL", "https://jobs.example:8443/")
+    for argv in CLIENT_ARGVS:
+        assert parse(*argv).url == "https://jobs.example:8443"
+        assert parse(*argv, "--url", "http://api:9000").url == "http://api:9000"  # the flag wins
+
+
+def test_a_malformed_jobsvc_url_is_a_usage_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOBSVC_URL", "api:8000")
+    with pytest.raises(SystemExit) as exc:
+        parse("list")
+    assert exc.value.code == 2
+    assert "JOBSVC_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spelling", [JOB.upper(), "{" + JOB + "}", JOB.replace("-", ""), f"urn:uuid:{JOB}"])
+def test_job_ids_in_any_uuid_spelling_are_sent_canonical(spelling: str) -> None:
+    assert parse("get", spelling).job_id == JOB
+    assert parse("list", "--job-id", spelling).job_id == JOB
+    assert parse("enqueue", "http://i.test/a.png", "--job-id", spelling).job_id == JOB
+
+
+def test_download_arguments() -> None:
+    args = parse("download", JOB, "a b.png")
+    assert (args.job_id, args.result_file, args.output) == (JOB, "a b.png", None)
+    assert parse("download", JOB, "a.png", "-o", "-").output == "-"
 
 
 def test_enqueue_arguments() -> None:
@@ -84,6 +134,16 @@ def test_list_status_is_case_insensitive() -> None:
         ["enqueue", "http://i.test/a.png", "--run-at", "soon"],
         ["watch", "--timeout", "-1"],
         ["watch", "--timeout", "nan"],
+        ["list", "--job-id", "42"],
+        ["enqueue", "http://i.test/a.png", "--job-id", "nope"],
+        ["get", "nope"],
+        ["cancel", "nope"],
+        ["cancel", str(uuid.UUID(int=0))],
+        ["retry", JOB[:-1]],
+        ["download", "nope", "a.png"],
+        ["download", JOB, "../a.png"],
+        ["download", JOB, ".."],
+        ["watch", "nope"],
     ],
 )
 def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,6 +151,91 @@ def test_bad_flags_are_usage_errors(argv: list[str], capsys: pytest.CaptureFixtu
         parse(*argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_a_malformed_job_id_exits_2_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    # An address nothing listens on: a request would exit 3, not 2.
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["cancel", "nope", "--url", "http://127.0.0.1:9"])
+    assert exc.value.code == 2
+    assert "expected a job id" in capsys.readouterr().err
+
+
+# --- exit codes of refused requests ------------------------------------------------------
+
+
+def refusing(status: int) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        raise ClientError(f"refused (HTTP {status})", status=status, unavailable=status == 503)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("status", "bad_request", "code"),
+    [
+        (400, commands.EXIT_USAGE, 2),  # get, cancel, retry, download, watch: a malformed id or file
+        (400, commands.EXIT_FAILED, 1),  # enqueue: also a URL that is not a reachable image
+        (404, commands.EXIT_USAGE, 1),
+        (409, commands.EXIT_FAILED, 1),
+        (503, commands.EXIT_USAGE, 3),
+    ],
+)
+def test_refused_requests_map_to_exit_codes(
+    status: int, bad_request: int, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = commands._command(refusing(status), bad_request=bad_request)
+    assert command(argparse.Namespace(command_name="get")) == code
+    assert capsys.readouterr().err == f"jobsvc get: refused (HTTP {status})\n"
+
+
+@pytest.fixture
+def api_answering_400() -> Iterator[str]:
+    """A real HTTP server on loopback that answers every request 400, as the API answers
+    a malformed id (the commands build their own `Client`, so no transport can be given)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            body = json.dumps({"error": "jobId must be a UUID"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["get", JOB], 2),
+        (["cancel", JOB], 2),
+        (["retry", JOB], 2),
+        (["download", JOB, "a.png", "-o", "-"], 2),
+        (["watch", JOB], 2),
+        (["enqueue", "http://i.test/a.png"], 1),  # a 400 there also means "not a reachable image"
+    ],
+)
+def test_the_apis_400_exit_code(
+    argv: list[str], code: int, api_answering_400: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = parse(*argv, "--url", api_answering_400)
+    assert args.func(args) == code
+    assert "jobId must be a UUID (HTTP 400)" in capsys.readouterr().err
 
 
 # --- watch JOBID on an in-memory API ----------------------------------------------------
@@ -135,3 +280,56 @@ async def test_watch_job_unknown_job_is_refused() -> None:
         with pytest.raises(ClientError, match="does not exist") as exc:
             await commands._watch_job(api, JobTracker(JOB), Display(io.StringIO(), as_json=False, live=False))
     assert exc.value.status == 404 and not exc.value.unavailable
+
+
+async def test_watch_job_on_a_terminal_ticks_the_elapsed_time_between_changes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Processing for 3.5 s of (virtual) time, then Completed: the progress line is
+    # redrawn every second in between with no request, and each change is a line.
+    started = 50_000
+    processing = raw_view("Processing", updated=started, startedAt=started, attempts=1)
+    completed = raw_view("Completed", updated=started + 3_500, startedAt=started, attempts=1)
+    requests: list[str] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield sse(processing)
+        await trio.sleep(3.5)
+        yield sse(completed)[len(sse()) :]  # the same stream: without its opening lines
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        if request.url.path == f"/results/{JOB}":
+            return httpx.Response(200, json=[raw_view("Queued", updated=1_000)])
+        return httpx.Response(200, content=stream())
+
+    def now_ms() -> int:
+        return started + int(trio.current_time() * 1000)
+
+    out = io.StringIO()
+    display = Display(out, as_json=False, live=True)
+    async with fake_api(handler) as api:
+        code = await commands._watch_job(api, JobTracker(JOB), display, now_ms=now_ms)
+    assert code == 0
+    assert requests == [f"/results/{JOB}", "/results/events"]  # the clock asks the server nothing
+    text = out.getvalue()
+    changes = [line.rsplit("\r\x1b[K", 1)[-1] for line in text.split("\n")[:-1]]
+    assert [line.split("  ")[3] for line in changes] == ["Queued", "Processing", "Completed"]
+    drawn = [part for part in text.split("\r\x1b[K") if part.startswith(f"job {JOB}:")]
+    assert f"job {JOB}: 0/1 finished (1 Processing), 0s since started" in drawn
+    ticks = [part for part in drawn if "Processing" in part]
+    assert [t.rsplit(", ", 1)[1] for t in ticks] == [
+        "0s since started",
+        "1s since started",
+        "2s since started",
+        "3s since started",
+    ]
+    assert text.endswith("\r\x1b[K")  # the progress line is erased at the end
+
+
+async def test_watch_job_off_a_terminal_prints_only_changes(autojump_clock: trio.testing.MockClock) -> None:
+    stream = sse(raw_view("Processing", updated=2, startedAt=2), raw_view("Completed", updated=3))
+    out = io.StringIO()
+    async with job_api([raw_view("Queued", updated=1)], stream) as api:
+        assert await commands._watch_job(api, JobTracker(JOB), Display(out, as_json=False, live=False)) == 0
+    assert "\r" not in out.getvalue() and len(out.getvalue().splitlines()) == 3

@@ -13,6 +13,7 @@ from jobsvc.client.display import (
     JobTracker,
     format_change,
     format_duration,
+    format_elapsed,
     format_table,
     progress_line,
 )
@@ -144,3 +145,20 @@ def test_display_live_keeps_the_progress_line_below_the_changes() -> None:
 
 def test_format_change_time_is_utc_with_milliseconds() -> None:
     assert format_change(view(updated=0)).startswith("1970-01-01T00:00:00.000Z  ")
+
+
+@pytest.mark.parametrize(("ms", "text"), [(-300, "0s"), (999, "0s"), (14_700, "14s"), (245_000, "4m05s")])
+def test_format_elapsed_counts_whole_seconds(ms: int, text: str) -> None:
+    assert format_elapsed(ms) == text
+
+
+def test_progress_line_elapsed_since_created_then_since_the_first_start() -> None:
+    tracker = JobTracker(JOB)
+    assert progress_line(tracker, now_ms=9_000) == f"job {JOB}: 0/0 finished"
+    tracker.update(view("Queued", updated=1_000, result_file="a.png", createdAt=1_000))
+    tracker.update(view("Queued", updated=2_000, result_file="b.png", createdAt=2_000))
+    assert progress_line(tracker) == f"job {JOB}: 0/2 finished (2 Queued)"
+    assert progress_line(tracker, now_ms=6_500) == f"job {JOB}: 0/2 finished (2 Queued), 5s since created"
+    tracker.update(view("Processing", updated=8_000, result_file="b.png", startedAt=8_000))
+    tracker.update(view("Processing", updated=9_000, result_file="a.png", startedAt=9_000))
+    assert progress_line(tracker, now_ms=20_000).endswith("(2 Processing), 12s since started")
