@@ -1,5 +1,5 @@
 """The ``jobsvc`` command: servers (migrate, api, worker, dev), database tools
-(purge, keys) and clients (enqueue, list, cancel, watch) of a running API.
+(purge, keys) and clients (enqueue, list, get, cancel, retry, download, watch) of a running API.
 
 Exit codes: 0 success, 1 the job or request failed, 2 bad usage or configuration
 (also: the database's schema is not this code's version), 3 the service or
@@ -232,7 +232,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def _key_hop(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
     """Run ``fn(conn)`` in one transaction on a database at this code's schema version."""
-    from jobsvc import db
+    from jobsvc import db, queue
 
     settings = _settings(args)
     with db.connect(settings.require_database_url(), autocommit=True) as conn, db.translate_errors("keys"):
