@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from jobsvc.api import auth, batch, dashboard, events, ops, ratelimit, results
+from jobsvc.api.openapi import SchemaProvider
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -40,7 +41,7 @@ from jobsvc.errors import (
     quoted,
 )
 from jobsvc.metrics import Metrics
-from jobsvc.schemas import SchemaProvider, error_sentence
+from jobsvc.schemas import error_sentence
 
 __all__ = ["ERROR_STATUS", "create_app", "end_event_streams", "status_for"]
 
