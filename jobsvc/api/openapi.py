@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any, cast
 
 from pydantic.alias_generators import to_camel
+from quart_schema import QuartSchema
 from quart_schema.openapi import QUART_SCHEMA_OPERATION_ID_ATTRIBUTE, OpenAPIProvider
+from quart_trio import QuartTrio
 
-__all__ = ["SchemaProvider"]
+__all__ = ["SchemaProvider", "install"]
 
 #: Each blueprint's routes share one tag (a generated client groups its functions by tag).
 _TAGS = {
@@ -123,3 +125,30 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def install(app: QuartTrio) -> None:
+    """Serve ``/openapi.json`` for ``app``, built by `SchemaProvider`: the document's info,
+    the bearer scheme every route but the public ones needs, and no UI of quart-schema's
+    own (`jobsvc.api.dashboard` serves ``/docs`` from local files)."""
+    QuartSchema(
+        app,
+        info={
+            "title": "jobsvc",
+            "version": "0.1.0",
+            "description": (
+                "A PostgreSQL-backed queue of image-ingest jobs. JSON, camelCase, timestamps in "
+                'epoch milliseconds. Every error is {"error": "<sentence>"}: besides the codes '
+                "listed per operation, an unknown path is 404, a wrong method 405, a body over "
+                "64 KiB 413 (4 MiB for a batch). Every route but /healthz, /readyz, /metrics, "
+                "/openapi.json and the pages needs `Authorization: Bearer <token>` (a key from "
+                "`jobsvc keys create`): 401 without a valid one, 403 without the route's scope."
+            ),
+        },
+        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        security=[{"bearerAuth": []}],
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        swagger_ui_path=None,  # jobsvc.api.dashboard serves /docs from local files (offline)
+        openapi_provider_class=SchemaProvider,
+    )
