@@ -3,7 +3,8 @@
 - `app` — `create_app(settings)`, the blueprints it registers, the error answers;
 - `services` — the resources the routes use (`Services`), their lifetime, supervision;
 - `results`, `events`, `ops`, `dashboard` — one blueprint per route group;
-- `wire` — JSON answers, the checked body and query string.
+- `wire` — JSON answers, the checked body and query string;
+- `openapi` — `/openapi.json`: quart-schema set up, its document shaped by `SchemaProvider`.
 """
 
 from jobsvc.api.app import ERROR_STATUS, create_app, end_event_streams, status_for

@@ -15,11 +15,11 @@ from functools import partial
 
 import pydantic
 from quart import Response, request
-from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema import RequestSchemaValidationError
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
-from jobsvc.api import auth, batch, dashboard, events, ops, ratelimit, results
+from jobsvc.api import auth, batch, dashboard, events, openapi, ops, ratelimit, results
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -40,7 +40,7 @@ from jobsvc.errors import (
     quoted,
 )
 from jobsvc.metrics import Metrics
-from jobsvc.schemas import SchemaProvider, error_sentence
+from jobsvc.schemas import error_sentence
 
 __all__ = ["ERROR_STATUS", "create_app", "end_event_streams", "status_for"]
 
@@ -93,27 +93,7 @@ def create_app(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
         MAX_CONTENT_LENGTH=MAX_BATCH_BODY_BYTES,  # the largest; each route checks its own
     )
-    QuartSchema(
-        app,
-        info={
-            "title": "jobsvc",
-            "version": "0.1.0",
-            "description": (
-                "A PostgreSQL-backed queue of image-ingest jobs. JSON, camelCase, timestamps in "
-                'epoch milliseconds. Every error is {"error": "<sentence>"}: besides the codes '
-                "listed per operation, an unknown path is 404, a wrong method 405, a body over "
-                "64 KiB 413 (4 MiB for a batch). Every route but /healthz, /readyz, /metrics, "
-                "/openapi.json and the pages needs `Authorization: Bearer <token>` (a key from "
-                "`jobsvc keys create`): 401 without a valid one, 403 without the route's scope."
-            ),
-        },
-        security_schemes={"bearerAuth": {"type": "http", "scheme": "bearer"}},
-        security=[{"bearerAuth": []}],
-        redoc_ui_path=None,
-        scalar_ui_path=None,
-        swagger_ui_path=None,  # jobsvc.api.dashboard serves /docs from local files (offline)
-        openapi_provider_class=SchemaProvider,
-    )
+    openapi.install(app)
     options = {
         "heartbeat": heartbeat,
         "subscriber_buffer": subscriber_buffer,

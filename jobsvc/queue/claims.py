@@ -1,0 +1,110 @@
+"""The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, the
+cancel catch-up, and `rescue`. The decisions written are `jobsvc.retry`'s."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from jobsvc.db import Conn
+from jobsvc.model import Job, Status
+from jobsvc.queries import (
+    CANCEL_REQUESTED_SQL,
+    CLAIM_SQL,
+    FINISH_LOCK_SQL,
+    NEXT_DUE_SQL,
+    RESCUE_LOCK_SQL,
+    UNLOCK_SQL,
+    WRITE_DECISIONS_SQL,
+)
+from jobsvc.queue.notify import wake_workers
+from jobsvc.retry import Decision, Outcome, RetryPolicy
+
+#: The fair-share claim considers this many more candidates than it claims, so that
+#: claims running at the same time (which skip each other's rows) still fill up.
+CLAIM_SLACK = 16
+
+#: The policy used when a caller passes none (the worker passes its own).
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(slots=True)
+class TenantRing:
+    """A worker's place in the fair-share round-robin: the claim serves the tenants
+    after ``after`` (in name order, wrapping around) first, then moves it to the last
+    tenant it served. One per claiming session; a fresh ring starts at the first tenant."""
+
+    after: str = ""
+
+
+def claim(
+    conn: Conn, worker_id: str, limit: int, ring: TenantRing | None = None
+) -> tuple[list[Job], float | None]:
+    """Claim up to ``limit`` due rows, round-robin across tenants from ``ring``'s place
+    (moved on past the tenants served; None: from the first tenant), and lock each;
+    also returns the seconds until the next not-yet-due row (None when there is none)
+    when fewer than ``limit`` were due."""
+    params = {
+        "limit": limit,
+        "tenants": limit + CLAIM_SLACK,
+        "after": "" if ring is None else ring.after,
+        "worker_id": worker_id,
+    }
+    # In the claim's order: each tenant's first row, then each one's second, ...
+    turns = lambda r: (r["ring_rank"], r["ring_lap"], r["ring_pos"])  # noqa: E731
+    rows = sorted(conn.execute(CLAIM_SQL, params), key=turns)
+    if rows and ring is not None:
+        ring.after = max(rows, key=lambda r: (r["ring_lap"], r["ring_pos"]))["tenant"]
+    jobs = [Job.from_row(row) for row in rows]
+    next_due = None
+    if len(jobs) < limit:
+        due = conn.execute(NEXT_DUE_SQL).fetchone()
+        if due is not None and due["seconds"] is not None:
+            next_due = max(0.0, float(due["seconds"]))
+    return jobs, next_due
+
+
+def finish(
+    conn: Conn, worker_id: str, outcomes: Sequence[Outcome], policy: RetryPolicy = DEFAULT_POLICY
+) -> list[Job]:
+    """Record many attempts' outcomes, as ``policy`` decides, and release their locks.
+
+    Rows no longer Processing for ``worker_id`` (rescued meanwhile) are left alone.
+    Unlocking inside the transaction is safe: the row locks taken by the read are
+    held until commit, so a rescuer cannot see the row before its new status.
+    """
+    by_id = {o.id: o for o in outcomes}
+    rows = conn.execute(FINISH_LOCK_SQL, {"ids": list(by_id), "worker_id": worker_id})
+    jobs = write_decisions(conn, [policy.decide(Job.from_row(r), by_id[r["id"]]) for r in rows])
+    conn.execute(UNLOCK_SQL, {"ids": list(by_id)})
+    return jobs
+
+
+def write_decisions(conn: Conn, decisions: Sequence[Decision]) -> list[Job]:
+    """Write the policy's decisions in one statement; wake the workers if any row is Queued."""
+    if not decisions:
+        return []
+    params = {
+        "ids": [d.id for d in decisions],
+        "statuses": [d.status.value for d in decisions],
+        "errors": [d.error for d in decisions],
+        "attempts": [d.attempts for d in decisions],
+        "delays": [d.delay if d.status is Status.QUEUED else None for d in decisions],
+        "finals": [d.status.finished for d in decisions],
+    }
+    jobs = [Job.from_row(r) for r in conn.execute(WRITE_DECISIONS_SQL, params)]
+    if any(j.status is Status.QUEUED for j in jobs):
+        wake_workers(conn)
+    return jobs
+
+
+def cancel_requested(conn: Conn, ids: Sequence[int]) -> list[int]:
+    """Which of these Processing rows have a pending cancel request (reconciliation)."""
+    return [r["id"] for r in conn.execute(CANCEL_REQUESTED_SQL, {"ids": list(ids)})]
+
+
+def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
+    """Move Processing rows whose owner is gone on, as ``policy.lost`` decides (Queued after
+    a backoff, or Failed when attempts are spent, or Canceled when a cancel was requested)."""
+    rows = conn.execute(RESCUE_LOCK_SQL).fetchall()
+    return write_decisions(conn, [policy.lost(Job.from_row(r)) for r in rows])

@@ -1,0 +1,167 @@
+"""Enqueue: one result (`enqueue`) or a batch (`enqueue_many`), the 200-or-409
+judgement of an existing one (`check_identical`), and the per-tenant quota
+(`reserve_quota`, `admit`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobsvc.db import Conn
+from jobsvc.errors import Conflict, QuotaExceeded
+from jobsvc.model import DEFAULT_TENANT, Job
+from jobsvc.queries import ENQUEUE_MANY_SQL, ENQUEUE_SQL, EXISTING_KEYS_SQL, QUOTA_LOCK_SQL, QUOTA_USED_SQL
+from jobsvc.queue.reads import get_result
+
+#: The key space of the per-tenant quota locks (the second int is hashtext(tenant)).
+QUOTA_LOCK_SPACE = 0x6A6F6274
+
+#: Retry-After (seconds) of an enqueue refused by the quota: results finish meanwhile.
+QUOTA_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True, slots=True)
+class NewResult:
+    """A validated enqueue request for one result file."""
+
+    job_id: uuid.UUID
+    result_file: str
+    type: str
+    img_url: str
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int = 3
+    tenant: str = DEFAULT_TENANT
+
+
+Key = tuple[uuid.UUID, str]
+
+
+def reserve_quota(conn: Conn, tenant: str, wanted: int, max_queued: int) -> int:
+    """How many of ``wanted`` new results ``tenant`` may still enqueue under the cap
+    ``max_queued`` (0: unlimited) on its Queued + Processing results.
+
+    Takes the tenant's quota lock (a transaction-level advisory lock, held until the
+    caller's transaction ends), so call it in the transaction that then inserts the
+    results: no other enqueue of the tenant, in any process, counts until this one
+    has committed or rolled back. Insert at most the returned number of new rows.
+    """
+    if max_queued <= 0:
+        return wanted
+    conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": tenant})
+    row = conn.execute(QUOTA_USED_SQL, {"tenant": tenant}).fetchone()
+    used = 0 if row is None else int(row["n"])
+    return max(0, min(wanted, max_queued - used))
+
+
+def quota_exceeded(tenant: str, max_queued: int) -> QuotaExceeded:
+    """The refusal of an enqueue past the quota (the batch endpoint's per-item 429, too)."""
+    return QuotaExceeded(
+        f"tenant {tenant!r} already has {max_queued} queued or running results "
+        "(JOBSVC_TENANT_MAX_QUEUED); try again once some have finished",
+        QUOTA_RETRY_AFTER,
+    )
+
+
+def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bool]:
+    """Insert a result for ``new.tenant``; returns ``(job, created)``.
+
+    An identical request for an existing (jobId, resultFile) returns the existing row
+    with ``created=False``; a different one raises `Conflict`, and so does a jobId
+    that another tenant uses (jobIds are unique across tenants; nothing of the other
+    tenant's job is told). With ``max_queued`` > 0 a new result past the tenant's quota
+    raises `QuotaExceeded` (`reserve_quota`); an identical retry is still answered with
+    the existing row.
+    """
+    full = reserve_quota(conn, new.tenant, 1, max_queued) < 1
+    if full and get_result(conn, new.job_id, new.result_file) is None:
+        raise quota_exceeded(new.tenant, max_queued)
+    params = {
+        "job_id": new.job_id,
+        "result_file": new.result_file,
+        "type": new.type,
+        "img_url": new.img_url,
+        "priority": new.priority,
+        "run_at": new.run_at,
+        "max_attempts": new.max_attempts,
+        "tenant": new.tenant,
+    }
+    # A conflicting insert committed after our snapshot is invisible to the second
+    # half of the statement: run it again with a fresh snapshot (at most twice more).
+    for _ in range(3):
+        row = conn.execute(ENQUEUE_SQL, params).fetchone()
+        if row is not None:
+            break
+    else:  # pragma: no cover - needs three concurrent conflicting writers in a row
+        raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
+    inserted = bool(row.pop("inserted"))
+    job = Job.from_row(row)
+    if not inserted:
+        check_identical(job, new)
+    return job, inserted
+
+
+def check_identical(job: Job, new: NewResult) -> None:
+    """Raise `Conflict` unless ``new`` is the request that created ``job`` (same key,
+    type and URL, and tenant): what decides between 200 and 409 for an existing result.
+    Another tenant's row of that jobId means the id is taken (jobIds are unique across
+    tenants)."""
+    if job.tenant != new.tenant:
+        raise Conflict(f"jobId {new.job_id} is taken: choose another jobId")
+    if job.type != new.type or job.img_url != new.img_url:
+        raise Conflict(f"job {new.job_id} already has result {new.result_file!r} from a different request")
+
+
+def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, bool]]:
+    """Insert many results (keys unique) in one statement; ``(job, created)`` per key.
+
+    ``created=False`` is an existing row, identical or not (`check_identical` judges).
+    """
+    found: dict[Key, tuple[Job, bool]] = {}
+    todo = list(news)
+    # As in `enqueue`: a key committed concurrently after the snapshot is in neither
+    # half of the statement; run those again with a fresh snapshot (at most twice more).
+    for _ in range(3):
+        params = {
+            "job_ids": [n.job_id for n in todo],
+            "result_files": [n.result_file for n in todo],
+            "types": [n.type for n in todo],
+            "img_urls": [n.img_url for n in todo],
+            "priorities": [n.priority for n in todo],
+            "run_ats": [n.run_at for n in todo],
+            "max_attempts": [n.max_attempts for n in todo],
+            "tenants": [n.tenant for n in todo],
+        }
+        for row in conn.execute(ENQUEUE_MANY_SQL, params):
+            inserted = bool(row.pop("inserted"))
+            key_file = row.pop("key_file")
+            job = Job.from_row(row)
+            found[(job.job_id, key_file)] = (job, inserted)
+        todo = [n for n in todo if (n.job_id, n.result_file) not in found]
+        if not todo:
+            return found
+    raise Conflict(  # pragma: no cover - needs three concurrent conflicting writers in a row
+        f"job {todo[0].job_id} result {todo[0].result_file!r} is being written concurrently"
+    )
+
+
+def admit(conn: Conn, news: Sequence[NewResult], max_queued: int) -> tuple[list[NewResult], list[NewResult]]:
+    """Split a batch of one tenant's results into those its quota admits and those past
+    it: results that exist already take no slot (they are answered as enqueue answers
+    them); new ones are admitted in order while slots remain. Takes the tenant's quota
+    lock (`reserve_quota`): call it in the transaction that inserts the admitted ones."""
+    if max_queued <= 0 or not news:
+        return list(news), []
+    existing = existing_keys(conn, [(n.job_id, n.result_file) for n in news])
+    new = [n for n in news if (n.job_id, n.result_file) not in existing]
+    room = reserve_quota(conn, news[0].tenant, len(new), max_queued)
+    refused = {id(n) for n in new[room:]}
+    return [n for n in news if id(n) not in refused], [n for n in news if id(n) in refused]
+
+
+def existing_keys(conn: Conn, keys: Sequence[Key]) -> set[Key]:
+    """Which of ``keys`` exist as results."""
+    params = {"job_ids": [k[0] for k in keys], "result_files": [k[1] for k in keys]}
+    return {(r["job_id"], r["result_file"]) for r in conn.execute(EXISTING_KEYS_SQL, params)}
