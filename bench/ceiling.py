@@ -3,7 +3,9 @@
 The scripts are generated at run time from the constants in ``jobsvc/queue.py``:
 each pgbench transaction claims ``limit`` rows with ``CLAIM_SQL`` (its own
 transaction, taking the advisory locks) and then records them Completed with
-``FINISH_SQL`` + ``UNLOCK_SQL`` in one transaction, as the worker does. The only
+``FINISH_LOCK_SQL`` + ``WRITE_DECISIONS_SQL`` + ``UNLOCK_SQL`` in one transaction, as
+the worker does (the retry policy's decision for a success is computed in the claim's
+CTE here: status Completed, attempts as claimed, final). The only
 change is mechanical: the claim's ``UPDATE … RETURNING`` moves into a CTE whose
 ids (and the finish's arrays) pgbench keeps with ``\\gset``. Parameters stay
 parameters (``-M prepared``; psycopg also prepares repeated statements).
@@ -18,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench import jobs
 from bench.context import Context
-from jobsvc import queue
+from jobsvc import queries
 
 NAME = "ceiling"
 CLIENTS = 2
@@ -28,27 +30,31 @@ DEFAULT_OUR_BATCH = 64
 
 
 def claim_script(limit: int) -> str:
-    head, sep, tail = queue.CLAIM_SQL.strip().partition("\nUPDATE ")
+    head, sep, tail = queries.CLAIM_SQL.strip().partition("\nUPDATE ")
     assert sep and head.startswith("WITH "), "CLAIM_SQL changed shape: update bench/ceiling.py"
     claim = (
         f"{head},\nclaimed AS (\nUPDATE {tail}\n)\n"
         "SELECT coalesce(array_agg(id), '{}')::text AS ids,\n"
-        "       coalesce(array_agg('completed'::text), '{}')::text AS kinds,\n"
+        "       coalesce(array_agg('Completed'::text), '{}')::text AS statuses,\n"
         "       coalesce(array_agg(NULL::text), '{}')::text AS errors,\n"
-        "       coalesce(array_agg(0.0::float8), '{}')::text AS delays\n"
+        "       coalesce(array_agg(attempts), '{}')::text AS attempts,\n"
+        "       coalesce(array_agg(NULL::float8), '{}')::text AS delays,\n"
+        "       coalesce(array_agg(true), '{}')::text AS finals\n"
         "FROM claimed"
     )
-    finish = queue.FINISH_SQL.strip()
-    unlock = queue.UNLOCK_SQL.strip()
-    names = {"limit": ":limit", "worker_id": ":client_id", "ids": ":ids", "kinds": ":kinds"}
-    names |= {"errors": ":errors", "delays": ":delays"}
+    finish = f"{queries.FINISH_LOCK_SQL.strip()};\n{queries.WRITE_DECISIONS_SQL.strip()}"
+    unlock = queries.UNLOCK_SQL.strip()
+    names = {"limit": ":limit", "worker_id": ":client_id", "ids": ":ids", "statuses": ":statuses"}
+    names |= {"errors": ":errors", "attempts": ":attempts", "delays": ":delays", "finals": ":finals"}
+    names |= {"tenants": ":tenants", "after": "''"}
 
     def bind(statement: str) -> str:
         out = re.sub(r"%\((\w+)\)s", lambda m: names[m.group(1)], statement)
         assert "%(" not in out
         return out
 
-    return f"\\set limit {limit}\n{bind(claim)}\n\\gset\nBEGIN;\n{bind(finish)};\n{bind(unlock)};\nCOMMIT;\n"
+    head = f"\\set limit {limit}\n\\set tenants {limit + 16}\n"
+    return f"{head}{bind(claim)}\n\\gset\nBEGIN;\n{bind(finish)};\n{bind(unlock)};\nCOMMIT;\n"
 
 
 def pgbench_once(ctx: Context, pgbench: str, limit: int, rows: int) -> float:
