@@ -235,6 +235,7 @@ async def test_list_filters_by_status_list_type_and_creation_time(api: Api, conn
         "type=a%00b",
         "type=" + "t" * 65,
         "createdAfter=-1",
+        "createdAfter=253402300799999",  # the last millisecond of 9999: nothing is after it (was a 500)
         "createdBefore=soon",
         "createdAfter=1.5",
         "after=MTIz",  # an id alone: not a cursor of this version
