@@ -24,19 +24,15 @@ from jobsvc.schemas import CancelResponse, JobView, JobViews
 from jobsvc.storage import storage_from_settings
 from tests.fixtures.app import Api, OpenApi
 from tests.fixtures.images import PNG, ImageServer
-from tests.support import in_thread
+from tests.helpers import enqueue_body, in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
 
 
 def body(**fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "jobId": str(uuid.uuid4()),
-        "type": "ingest",
-        "imgUrl": "http://images.test/a/x.png",
-    }
-    doc.update(fields)
+    """`enqueue_body`, where a field given as ``_ABSENT`` is left out."""
+    doc = enqueue_body("http://images.test/a/x.png", **fields)
     return {k: v for k, v in doc.items() if v is not _ABSENT}
 
 

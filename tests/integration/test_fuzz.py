@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,12 +33,11 @@ from jobsvc.model import Job, Status, check_image_url, result_file_from_url
 from jobsvc.storage import FileStorage, S3Storage
 from tests.fixtures.app import Api, OpenApi
 from tests.fixtures.images import PNG, ImageServer
-from tests.fixtures.processes import JobsvcProcess
-from tests.services import api_env, start_api
+from tests.fixtures.processes import Spawn, api_env, start_api
+from tests.helpers import enqueue_body
 
 pytestmark = pytest.mark.slow
 
-Spawn = Callable[..., JobsvcProcess]
 
 # --------------------------------------------------------------------------- strategies
 
@@ -188,7 +186,7 @@ def _fuzz(base_url: str) -> Tally:
     with requests.Session() as session:
         session.trust_env = False
         existing = str(uuid.uuid4())
-        body = {"jobId": existing, "type": "fuzz", "imgUrl": "http://h.test/a/x.png"}
+        body = enqueue_body("http://h.test/a/x.png", existing, type="fuzz")
         assert session.post(f"{base_url}/results/enqueue", json=body, timeout=10).status_code == 202
         for result in schema.get_all_operations():
             if isinstance(result, Err):
@@ -221,9 +219,7 @@ async def test_fuzz_of_a_real_api_has_no_5xx_and_no_html(
 
 
 def _body(**fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {"jobId": str(uuid.uuid4()), "type": "ingest", "imgUrl": "http://h.test/a/x.png"}
-    doc.update(fields)
-    return doc
+    return enqueue_body("http://h.test/a/x.png", **fields)
 
 
 async def _error(response: Any, status: int) -> str:

@@ -5,7 +5,6 @@ beside the image pipeline; and a worker whose handler cannot be loaded exits at 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ import pytest
 
 import jobsvc
 from jobsvc.handlers import ENTRY_POINT_GROUP, load_handlers, parse_handler_flag
-from tests.fixtures.processes import JobsvcProcess, service_env
+from tests.fixtures.processes import Spawn, service_env
+from tests.helpers import enqueue, wait_status
 from tests.integration import library_handlers
-from tests.support import connect, wait_status
 
-Spawn = Callable[..., JobsvcProcess]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,11 +38,6 @@ def worker_env(database_url: str, results: Path, *paths: Path) -> dict[str, str]
     )
 
 
-def enqueue(database_url: str, img_url: str, type: str) -> jobsvc.Job:
-    with connect(database_url) as conn, conn.transaction():
-        return jobsvc.enqueue(conn, job_id=uuid.uuid4(), img_url=img_url, type=type)
-
-
 async def test_worker_runs_custom_handlers_beside_the_image_pipeline(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
@@ -55,9 +48,9 @@ async def test_worker_runs_custom_handlers_beside_the_image_pipeline(
         "echo=tests.integration.library_handlers:complete",
         env=worker_env(database_url, tmp_path / "results", plugins),
     )
-    echo = enqueue(database_url, "https://example.invalid/echo/a.txt", "echo")
-    refused = enqueue(database_url, "https://example.invalid/refuse/b.bin", "refuse")
-    image = enqueue(database_url, image_server.url(f"/img/{uuid.uuid4().hex}/cat.png"), "ingest")
+    echo = enqueue(database_url, "https://example.invalid/echo/a.txt", type="echo")
+    refused = enqueue(database_url, "https://example.invalid/refuse/b.bin", type="refuse")
+    image = enqueue(database_url, image_server.url(f"/img/{uuid.uuid4().hex}/cat.png"), type="ingest")
 
     done = await wait_status(database_url, echo.id, jobsvc.Status.COMPLETED, jobsvc.Status.FAILED, timeout=20)
     assert (done.status, done.error) == (jobsvc.Status.COMPLETED, None), worker.output()

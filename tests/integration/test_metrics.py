@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import trio
@@ -12,7 +11,7 @@ from jobsvc.config import Settings
 from jobsvc.model import Job, Status
 from jobsvc.worker import Worker
 from tests.fixtures.app import Api
-from tests.support import wait_status
+from tests.helpers import wait_status
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -39,12 +38,7 @@ async def test_metrics_count_enqueues_and_follow_the_queue(
 
     ids = []
     for name in ("a.png", "b.png"):
-        response = await api.client.post(
-            "/results/enqueue",
-            json={"jobId": str(uuid.uuid4()), "type": "ingest", "imgUrl": f"http://images.test/{name}"},
-        )
-        assert response.status_code == 202
-        ids.append((await response.get_json())["jobId"])
+        ids.append((await api.enqueue(f"http://images.test/{name}"))["jobId"])
     queued = await scrape(api)
     assert queued[("jobsvc_enqueued_total", ())] == 2
     assert queued[("jobsvc_queue_depth", ())] == 2
@@ -58,7 +52,7 @@ async def test_metrics_count_enqueues_and_follow_the_queue(
         default_handler=noop,
     )
     await nursery.start(worker.run)
-    from tests.support import connect
+    from tests.helpers import connect
 
     with connect(database_url) as conn:
         rows = conn.execute("SELECT id FROM jobsvc_results").fetchall()

@@ -17,7 +17,7 @@ from jobsvc.queries import CLEAN_WAIT_LOCK_SQL
 from jobsvc.worker import Worker
 from jobsvc.worker.pgstore import PostgresStore
 from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import connect, enqueue, wait_status, wait_until
+from tests.helpers import connect, enqueue, until, wait_status
 
 # `count` rows of one status, finished `age` ago (Queued/Processing rows: created then).
 FILL_SQL = """
@@ -131,17 +131,17 @@ async def test_two_workers_clean_one_at_a_time_and_only_what_they_should(
         holder.execute(CLEAN_WAIT_LOCK_SQL, queue.CLEAN_LOCK)
         for w in workers:
             await nursery.start(w.run)
-        await wait_until(lambda: all(w.cleaner.skipped >= 3 for w in workers))
+        await until(lambda: all(w.cleaner.skipped >= 3 for w in workers), thread=True)
         assert old <= remaining(database_url)
         assert all(w.cleaner.skipped == w.cleaner.passes for w in workers)
     # ...and once it is free they share the work: every old finished row is deleted once.
-    await wait_until(lambda: not (old & remaining(database_url)), timeout=20)
+    await until(lambda: not (old & remaining(database_url)), timeout=20, thread=True)
     # Jobs run meanwhile and finish fresh: kept.
     fresh = [enqueue(database_url, f"http://images.test/new{i}.png") for i in range(5)]
     for job in fresh:
         await wait_status(database_url, job.id, Status.COMPLETED)
     passes = [w.cleaner.passes for w in workers]
-    await wait_until(lambda: all(w.cleaner.passes > p for w, p in zip(workers, passes, strict=True)))
+    await until(lambda: all(w.cleaner.passes > p for w, p in zip(workers, passes, strict=True)), thread=True)
     for w in workers:
         w.shutdown()
     # The old Queued and orphaned Processing rows were run too, and finish fresh: kept.

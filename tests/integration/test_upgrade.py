@@ -20,7 +20,7 @@ from jobsvc.model import Job, Status
 from jobsvc.worker import Worker
 from tests.fixtures.app import OpenApi
 from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import connect, enqueue, wait_status
+from tests.helpers import connect, enqueue, wait_status
 
 V1_SCHEMA = (Path(__file__).parent.parent / "fixtures" / "schema_v1.sql").read_text()
 

@@ -15,7 +15,7 @@ from jobsvc.errors import PermanentError, TransientError
 from jobsvc.model import Job, Status
 from jobsvc.worker import Handler, Worker
 from jobsvc.worker.pgstore import PostgresSession
-from tests.support import advisory_locks, connect, enqueue, row, wait_status, wait_until
+from tests.helpers import advisory_locks, connect, enqueue, row, until, wait_status
 
 
 def settings_for(url: str, **kw: Any) -> Settings:
@@ -281,7 +281,7 @@ async def test_lost_session_abandons_jobs_then_rescue_completes_them(
         )
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=15)
     assert done.attempts == 2 and attempts == [1, 2]
-    await wait_until(lambda: advisory_locks(database_url) == set())
+    await until(lambda: advisory_locks(database_url) == set(), thread=True)
 
 
 async def test_registered_handler_by_type(database_url: str, nursery: trio.Nursery) -> None:
