@@ -7,7 +7,9 @@
   API does. Tests that go through HTTP build the body with `enqueue_body` (the
   in-process app: `Api.enqueue`; a real stack: `Stack.enqueue`).
 - `connect`, `in_thread`, `row`, `wait_status`, `advisory_locks`, `statuses`: reading
-  the queue's rows from a test.
+  the queue's rows from a test; `fill`, `remaining`, `counts_agree`: rows of a status
+  and age, for the retention tests.
+- `SEGMENTS`: a hypothesis strategy of hostile URL path segments.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import trio
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from jobsvc import queue
@@ -149,3 +152,40 @@ def advisory_locks(url: str) -> set[int]:
 def statuses(url: str) -> dict[str, int]:
     with connect(url) as conn:
         return queue.status_counts(conn)
+
+
+#: `count` rows of one status, finished `age` ago (Queued/Processing rows: created then).
+FILL_SQL = """
+INSERT INTO jobsvc_results (job_id, result_file, type, img_url, status, created_at, finished_at)
+SELECT gen_random_uuid(), 'r.png', 'ingest', 'http://images.test/r.png', %(status)s,
+       now() - %(age)s::interval,
+       CASE WHEN %(status)s IN ('Completed', 'Failed', 'Canceled') THEN now() - %(age)s::interval END
+FROM generate_series(1, %(count)s)
+RETURNING id
+"""
+
+
+def fill(url: str, status: str, age: str, count: int = 1) -> set[int]:
+    with connect(url) as conn:
+        return {r["id"] for r in conn.execute(FILL_SQL, {"status": status, "age": age, "count": count})}
+
+
+def remaining(url: str) -> set[int]:
+    with connect(url) as conn:
+        return {r["id"] for r in conn.execute("SELECT id FROM jobsvc_results")}
+
+
+def counts_agree(url: str) -> bool:
+    with connect(url) as conn:
+        return queue.status_counts(conn) == queue.status_counts_exact(conn)
+
+
+# --------------------------------------------------------------------------- hostile input
+
+PIECES = st.sampled_from(
+    [".", "..", "/", "\\", "%2F", "%2f", "%2E", "%2e", "%5C", "%5c", "%00", "%25", "%", "%252F", "%2E%2E",
+     "%C3%A9", "%E6%97%A5", "%FF", "%0A", "%20", " ", "~", ":", "?", "#", ";", "@", "a", "x.png",
+     "\u202e", "日本", "%E2%80%8B", "CON", "....", ".png", "b", "-", "_", "1", "é", "%41"]
+)  # fmt: skip
+#: A URL's last path segment as a hostile client might write it (raw or percent-encoded).
+SEGMENTS = st.lists(st.one_of(PIECES, st.text(max_size=4)), min_size=1, max_size=8).map("".join)

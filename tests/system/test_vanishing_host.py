@@ -29,7 +29,7 @@ from jobsvc.model import Status
 from tests.fixtures.netns import Link
 from tests.fixtures.processes import Spawn, service_env
 from tests.helpers import connect, enqueue, row, until, wait_status
-from tests.integration.test_recovery import OwnPostgres
+from tests.system.test_recovery import OwnPostgres
 
 pytestmark = pytest.mark.slow
 
