@@ -9,6 +9,7 @@
 - `connect`, `in_thread`, `row`, `wait_status`, `advisory_locks`, `statuses`: reading
   the queue's rows from a test; `fill`, `remaining`, `counts_agree`: rows of a status
   and age, for the retention tests.
+- `Gate`, `run_until_shutdown`: a blocking handler and a worker run, for the worker tests.
 - `SEGMENTS`: a hypothesis strategy of hostile URL path segments.
 """
 
@@ -28,6 +29,7 @@ from psycopg.rows import dict_row
 from jobsvc import queue
 from jobsvc.model import Job, Status
 from jobsvc.queue import NewResult
+from jobsvc.worker import Worker
 
 T = TypeVar("T")
 
@@ -178,6 +180,53 @@ def remaining(url: str) -> set[int]:
 def counts_agree(url: str) -> bool:
     with connect(url) as conn:
         return queue.status_counts(conn) == queue.status_counts_exact(conn)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+class Gate:
+    """A worker handler that records the jobs it starts and blocks each until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.started: list[Job] = []
+        self.release = trio.Event()
+        self.cancelled: list[int] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._changed = trio.Event()
+
+    async def __call__(self, job: Job) -> None:
+        self.started.append(job)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._changed.set()
+        try:
+            await self.release.wait()
+        except trio.Cancelled:
+            self.cancelled.append(job.id)
+            raise
+        finally:
+            self.in_flight -= 1
+
+    async def wait_started(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until ``n`` jobs have started (woken by each start, not polled)."""
+        with trio.fail_after(timeout):
+            while len(self.started) < n:
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+
+def run_until_shutdown(worker: Worker, nursery: trio.Nursery) -> trio.Event:
+    """Start the worker; the event is set when `Worker.run` has returned."""
+    finished = trio.Event()
+
+    async def run() -> None:
+        await worker.run()
+        finished.set()
+
+    nursery.start_soon(run)
+    return finished
 
 
 # --------------------------------------------------------------------------- hostile input

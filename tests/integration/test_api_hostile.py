@@ -11,7 +11,6 @@ import io
 import logging
 import re
 import uuid
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,19 +18,11 @@ import pytest
 from jobsvc import logs
 from jobsvc.api import create_app
 from jobsvc.config import Settings
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import ImageServer
 from tests.helpers import enqueue_body
 
 FORGED = "\n2099-01-01 00:00:00,000 CRITICAL jobsvc.api: FORGED LINE"
-
-
-async def error_of(response: Any, status: int) -> str:
-    assert response.status_code == status, await response.get_data(as_text=True)
-    assert response.content_type.startswith("application/json")
-    doc = await response.get_json()
-    assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"]
-    return str(doc["error"])
 
 
 @pytest.mark.parametrize(

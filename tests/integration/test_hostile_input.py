@@ -11,7 +11,6 @@ The fuzz run of a real `jobsvc api` process is tests/system/test_fuzz.py.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from hypothesis import HealthCheck, given
 from jobsvc.errors import InvalidRequest, PermanentError
 from jobsvc.model import Job, Status, check_image_url, result_file_from_url
 from jobsvc.storage import FileStorage, S3Storage
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import PNG, ImageServer
 from tests.helpers import SEGMENTS, enqueue_body
 
@@ -36,24 +35,15 @@ def _body(**fields: Any) -> dict[str, Any]:
     return enqueue_body("http://h.test/a/x.png", **fields)
 
 
-async def _error(response: Any, status: int) -> str:
-    text = await response.get_data(as_text=True)
-    assert response.status_code == status, text
-    assert response.content_type.startswith("application/json")
-    doc = json.loads(text)
-    assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"].strip()
-    return str(doc["error"])
-
-
 async def test_enqueue_huge_strings_are_413_or_400(api: Api) -> None:
     megabyte = await api.client.post("/results/enqueue", json=_body(type="t" * 1_000_000))
-    assert "larger than 65536 bytes" in await _error(megabyte, 413)
+    assert "larger than 65536 bytes" in await error_of(megabyte, 413)
     long_type = await api.client.post("/results/enqueue", json=_body(type="t" * 60_000))
-    assert "type" in await _error(long_type, 400)
+    assert "type" in await error_of(long_type, 400)
     long_id = await api.client.post("/results/enqueue", json=_body(jobId="a" * 60_000))
-    assert "jobId must be a UUID" in await _error(long_id, 400)
+    assert "jobId must be a UUID" in await error_of(long_id, 400)
     long_url = await api.client.post("/results/enqueue", json=_body(imgUrl="http://h.test/" + "a" * 60_000))
-    assert "imgUrl" in await _error(long_url, 400)
+    assert "imgUrl" in await error_of(long_url, 400)
 
 
 ACCEPTED_URLS = [
@@ -116,7 +106,7 @@ REFUSED_URLS = [
 @pytest.mark.parametrize(("url", "expected"), REFUSED_URLS, ids=[repr(u) for u, _ in REFUSED_URLS])
 async def test_enqueue_refuses_tricky_urls_with_a_clear_sentence(api: Api, url: str, expected: str) -> None:
     response = await api.client.post("/results/enqueue", json=_body(imgUrl=url))
-    assert expected in await _error(response, 400)
+    assert expected in await error_of(response, 400)
 
 
 @pytest.mark.parametrize("host", ["[::1]", "[::ffff:127.0.0.1]", "127.1", "[0:0:0:0:0:0:0:1]"])
@@ -127,7 +117,7 @@ async def test_probe_refuses_loopback_literals_on_any_port(
     async with open_api(verify_on_enqueue=True, allow_private_urls=False) as api:
         url = f"http://{host}:{image_server.port}/img/{uuid.uuid4().hex}.png"
         response = await api.client.post("/results/enqueue", json=_body(imgUrl=url))
-        error = await _error(response, 400)
+        error = await error_of(response, 400)
     assert "not a reachable image" in error
     assert "is not allowed" in error, error
 
