@@ -22,21 +22,17 @@ from jobsvc.config import Settings
 from jobsvc.queue import Outcome
 from jobsvc.schemas import CancelResponse, JobView, JobViews
 from jobsvc.storage import storage_from_settings
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import PNG, ImageServer
-from tests.support import in_thread
+from tests.helpers import enqueue_body, in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
 
 
 def body(**fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "jobId": str(uuid.uuid4()),
-        "type": "ingest",
-        "imgUrl": "http://images.test/a/x.png",
-    }
-    doc.update(fields)
+    """`enqueue_body`, where a field given as ``_ABSENT`` is left out."""
+    doc = enqueue_body("http://images.test/a/x.png", **fields)
     return {k: v for k, v in doc.items() if v is not _ABSENT}
 
 
@@ -45,14 +41,6 @@ _ABSENT = object()
 
 async def enqueue(api: Api, **fields: Any) -> Any:
     return await api.client.post("/results/enqueue", json=body(**fields))
-
-
-async def error_of(response: Any, status: int) -> str:
-    assert response.status_code == status, await response.get_data(as_text=True)
-    assert response.content_type.startswith("application/json")
-    doc = await response.get_json()
-    assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"]
-    return str(doc["error"])
 
 
 # --------------------------------------------------------------------------- enqueue
