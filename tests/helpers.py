@@ -6,9 +6,9 @@
 - `enqueue`: THE way a test puts a result in the queue, straight into PostgreSQL as the
   API does. Tests that go through HTTP build the body with `enqueue_body` (the
   in-process app: `Api.enqueue`; a real stack: `Stack.enqueue`).
-- `connect`, `in_thread`, `row`, `wait_status`, `advisory_locks`, `statuses`: reading
-  the queue's rows from a test; `fill`, `remaining`, `counts_agree`: rows of a status
-  and age, for the retention tests.
+- `connect`, `in_thread`, `row`, `wait_status`, `advisory_locks`, `statuses`,
+  `unfinished`: reading the queue's rows from a test; `fill`, `remaining`,
+  `counts_agree`: rows of a status and age, for the retention tests.
 - `Gate`, `run_until_shutdown`: a blocking handler and a worker run, for the worker tests.
 - `SEGMENTS`: a hypothesis strategy of hostile URL path segments.
 - `metric_samples`: a Prometheus text exposition as a dict, for the /metrics tests.
@@ -156,6 +156,18 @@ def advisory_locks(url: str) -> set[int]:
 def statuses(url: str) -> dict[str, int]:
     with connect(url) as conn:
         return queue.status_counts(conn)
+
+
+def unfinished(url: str, tenant: str = "default") -> int:
+    """How many of ``tenant``'s results are Queued or Processing (what its quota counts)."""
+    with connect(url) as conn:
+        found = conn.execute(
+            "SELECT count(*) AS n FROM jobsvc_results"
+            " WHERE tenant = %s AND status IN ('Queued', 'Processing')",
+            (tenant,),
+        ).fetchone()
+        assert found is not None
+        return int(found["n"])
 
 
 #: `count` rows of one status, finished `age` ago (Queued/Processing rows: created then).

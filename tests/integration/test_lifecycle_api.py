@@ -18,10 +18,10 @@ from jobsvc import queue
 from jobsvc.api.batch import PROBE_CONCURRENCY
 from jobsvc.queue import Outcome
 from jobsvc.schemas import BatchResponse, CancelResponse
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import ImageServer
-from tests.integration.test_api import Notifications, body, enqueue, error_of
-from tests.support import in_thread
+from tests.helpers import in_thread
+from tests.integration.test_api import Notifications, body, enqueue
 
 Conn = psycopg.Connection[dict[str, Any]]
 
