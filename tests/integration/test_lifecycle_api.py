@@ -17,7 +17,7 @@ import trio
 from jobsvc import queue
 from jobsvc.api.batch import PROBE_CONCURRENCY
 from jobsvc.queue import Outcome
-from jobsvc.schemas import BatchResponse, CancelResponse
+from jobsvc.schemas import MAX_RUN_AT_MS, BatchResponse, CancelResponse
 from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import ImageServer
 from tests.helpers import in_thread
@@ -243,6 +243,16 @@ async def test_list_filters_by_status_list_type_and_creation_time(api: Api, conn
 )
 async def test_list_bad_filter_is_400(api: Api, query: str) -> None:
     await error_of(await api.client.get(f"/results/list?{query}"), 400)
+
+
+async def test_list_at_the_ends_of_the_time_range_is_an_empty_page_not_a_500(api: Api) -> None:
+    await api.enqueue()
+    # the last millisecond of year 9999: nothing is later (its + 1 ms used to overflow datetime)
+    for query in (f"createdAfter={MAX_RUN_AT_MS}", "createdBefore=0"):
+        response = await api.client.get(f"/results/list?{query}")
+        assert response.status_code == 200, await response.get_data(as_text=True)
+        assert await response.get_json() == []
+    assert len(await (await api.client.get(f"/results/list?createdBefore={MAX_RUN_AT_MS}")).get_json()) == 1
 
 
 # --------------------------------------------------------------------------- batch
