@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -237,36 +235,6 @@ async def test_probe_is_skipped_for_an_identical_retry(open_api: OpenApi, image_
 
 
 # --------------------------------------------------------------------------- wake-ups
-
-
-class Notifications:
-    """A plain psycopg LISTEN connection, read on its socket from trio."""
-
-    def __init__(self, url: str, *channels: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True)
-        for channel in channels:
-            self.conn.execute(f"LISTEN {channel}")
-        self.received: collections.deque[psycopg.Notify] = collections.deque()
-
-    async def next(self) -> psycopg.Notify:
-        while not self.received:
-            self.received.extend(self.conn.notifies(timeout=0))
-            if not self.received:
-                await trio.lowlevel.wait_readable(self.conn.fileno())
-        return self.received.popleft()
-
-
-@pytest.fixture
-def notifications(database_url: str) -> Iterator[Callable[..., Notifications]]:
-    opened: list[Notifications] = []
-
-    def listen(*channels: str) -> Notifications:
-        opened.append(Notifications(database_url, *channels))
-        return opened[-1]
-
-    yield listen
-    for n in opened:
-        n.conn.close()
 
 
 async def test_enqueue_wakes_workers_once_committed(api: Api, notifications: Any) -> None:

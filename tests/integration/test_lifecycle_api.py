@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,22 +20,9 @@ from jobsvc.schemas import MAX_RUN_AT_MS, BatchResponse, CancelResponse
 from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import ImageServer
 from tests.helpers import in_thread
-from tests.integration.test_api import Notifications, body, enqueue
+from tests.integration.test_api import body, enqueue
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-@pytest.fixture
-def notifications(database_url: str) -> Iterator[Callable[..., Notifications]]:
-    opened: list[Notifications] = []
-
-    def listen(*channels: str) -> Notifications:
-        opened.append(Notifications(database_url, *channels))
-        return opened[-1]
-
-    yield listen
-    for n in opened:
-        n.conn.close()
 
 
 def new_result(job_id: uuid.UUID, name: str, type: str = "ingest") -> queue.NewResult:
