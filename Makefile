@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test test-fast lint format bench clean
+.PHONY: help install dev test test-fast test-unit test-integration test-system lint format bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,15 @@ test: $(STAMP) ## run the whole suite (PostgreSQL: JOBSVC_TEST_DATABASE_URL, els
 
 test-fast: $(STAMP) ## the suite without the slow real-process crash and load tests
 	$(BIN)/pytest -m 'not slow'
+
+test-unit: $(STAMP) ## tests/unit only: no I/O, fakes and trio's mock clock (seconds, no PostgreSQL)
+	$(BIN)/pytest tests/unit
+
+test-integration: $(STAMP) ## tests/integration only: in-process, on real PostgreSQL, moto, the image server
+	$(BIN)/pytest tests/integration
+
+test-system: $(STAMP) ## tests/system only: real jobsvc processes (crash, signals, load, CLI…)
+	$(BIN)/pytest tests/system
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check jobsvc tests bench

@@ -207,8 +207,8 @@ class ListQuery(_Camel):
     )
     job_id: str | None = Field(None, json_schema_extra={"format": "uuid"})
     type: str | None = Field(None, min_length=1, max_length=MAX_TYPE_LENGTH)
-    created_after: int | None = Field(  # below the last representable millisecond: "after" it is nothing
-        None, ge=0, le=MAX_RUN_AT_MS - 1, description="epoch ms; only results with a later createdAt"
+    created_after: int | None = Field(
+        None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with a later createdAt"
     )
     created_before: int | None = Field(
         None, ge=0, le=MAX_RUN_AT_MS, description="epoch ms; only results with an earlier createdAt"

@@ -1,7 +1,11 @@
-from tests.fixtures.app import *  # noqa: F403
-from tests.fixtures.database import *  # noqa: F403
-from tests.fixtures.images import *  # noqa: F403
-from tests.fixtures.netns import *  # noqa: F403
-from tests.fixtures.processes import *  # noqa: F403
-from tests.fixtures.proxy import *  # noqa: F403
-from tests.fixtures.s3 import *  # noqa: F403
+"""The fixtures every tier may use, as plugins (each module's fixtures by name, no star imports)."""
+
+pytest_plugins = [
+    "tests.fixtures.app",
+    "tests.fixtures.database",
+    "tests.fixtures.images",
+    "tests.fixtures.netns",
+    "tests.fixtures.processes",
+    "tests.fixtures.proxy",
+    "tests.fixtures.s3",
+]

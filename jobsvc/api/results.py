@@ -45,6 +45,7 @@ from jobsvc.model import (
     parse_job_id,
 )
 from jobsvc.schemas import (
+    MAX_RUN_AT_MS,
     CancelResponse,
     EnqueueRequest,
     ErrorBody,
@@ -120,8 +121,7 @@ async def list_results() -> Response:
         statuses=_statuses(q.status) if q.status is not None else (),
         job_id=parse_job_id(q.job_id) if q.job_id is not None else None,
         type=_type_filter(q.type) if q.type is not None else None,
-        # createdAt is shown in whole milliseconds: "after T" is from T + 1 ms on.
-        created_from=_moment(q.created_after + 1) if q.created_after is not None else None,
+        created_from=_later_than(q.created_after) if q.created_after is not None else None,
         created_before=_moment(q.created_before) if q.created_before is not None else None,
         order=q.order,
     )
@@ -259,6 +259,13 @@ def _type_filter(text: str) -> str:
 
 def _moment(epoch_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=epoch_ms)
+
+
+def _later_than(epoch_ms: int) -> datetime:
+    """Where "createdAt after ``epoch_ms``" starts: createdAt is shown in whole
+    milliseconds, so from T + 1 ms on. Past the last millisecond datetime holds
+    (year 9999, the query's upper bound), the end of datetime: nothing is later."""
+    return _moment(epoch_ms + 1) if epoch_ms < MAX_RUN_AT_MS else datetime.max.replace(tzinfo=UTC)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -15,39 +15,21 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from tests.fixtures.database import PgServer, migrated_database
-from tests.fixtures.processes import JobsvcProcess, service_env
+from tests.fixtures.processes import Stack, open_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, Route
 
 CHROMIUM = Path("/usr/bin/chromium")
-STARTUP_TIMEOUT = 30.0
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``predicate`` (a cheap local check) until truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- the browser
@@ -137,47 +119,6 @@ def guarded(chromium: Browser, stack: Stack) -> Iterator[tuple[Page, Guard]]:
 # --------------------------------------------------------------------------- the stack
 
 
-@dataclass
-class Stack:
-    url: str
-    api: JobsvcProcess
-    worker: JobsvcProcess
-
-    def enqueue(self, img_url: str, job_id: str | None = None, **fields: Any) -> dict[str, Any]:
-        body = {"jobId": job_id or str(uuid.uuid4()), "type": "ingest", "imgUrl": img_url, **fields}
-        response = httpx.post(f"{self.url}/results/enqueue", json=body, timeout=10)
-        assert response.status_code == 202, response.text
-        view: dict[str, Any] = response.json()
-        return view
-
-    def views(self, job_id: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.url}/results/{job_id}", timeout=10)
-        response.raise_for_status()
-        views: list[dict[str, Any]] = response.json()
-        return views
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = httpx.get(f"{self.url}/results/stats", timeout=10).json()
-        return stats
-
-
-def _listening_url(proc: JobsvcProcess) -> str:
-    def bound() -> str | None:
-        found = re.search(r"jobsvc api: listening on (http://\S+)", proc.output())
-        if proc.popen.poll() is not None:
-            pytest.fail(f"jobsvc api exited with {proc.popen.returncode}:\n{proc.output()}")
-        return found.group(1) if found else None
-
-    return wait_for(bound, STARTUP_TIMEOUT, "jobsvc api to listen")
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def stack_database_url(pg_server: PgServer, template_db: str) -> Iterator[str]:
     with migrated_database(pg_server, template_db, prefix="jobsvc_browser") as url:
@@ -189,26 +130,10 @@ def stack(
     chromium: Browser, stack_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """Depends on `chromium` so that a missing browser skips before any process starts."""
-    tmp = tmp_path_factory.mktemp("browser")
-    env = service_env(
-        stack_database_url,
-        f"file://{tmp / 'results'}",
-        JOBSVC_VERIFY_ON_ENQUEUE="false",  # the tests choose URLs that fail in the worker
-        JOBSVC_SHUTDOWN_GRACE="2",
-        JOBSVC_CONCURRENCY="4",
-    )
-    api = JobsvcProcess(["api", "--port", "0"], env, tmp / "api.log")
-    worker = JobsvcProcess(["worker"], env, tmp / "worker.log")
-    try:
-        url = _listening_url(api)
-        wait_for(lambda: _ready(url), STARTUP_TIMEOUT, "/readyz")
-        yield Stack(url, api, worker)
-        for proc in (api, worker):
-            if proc.popen.poll() is None:
-                proc.signal(signal.SIGTERM)
-        codes = {proc.args[0]: proc.wait(20) for proc in (api, worker)}
-        logs = api.output() + worker.output()
-    finally:
-        api.stop()
-        worker.stop()
-    assert codes == {"api": 0, "worker": 0}, logs
+    env = {
+        "JOBSVC_VERIFY_ON_ENQUEUE": "false",  # the tests choose URLs that fail in the worker
+        "JOBSVC_SHUTDOWN_GRACE": "2",
+        "JOBSVC_CONCURRENCY": "4",
+    }
+    with open_stack(stack_database_url, tmp_path_factory.mktemp("browser"), **env) as started:
+        yield started

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from tests.browser.conftest import Guard, Stack, wait_for
+from tests.browser.conftest import Guard
 from tests.fixtures.images import ImageServer
+from tests.fixtures.processes import Stack
+from tests.helpers import until_sync
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page, Request, Route
@@ -81,7 +83,11 @@ def test_live_rows_counts_and_job_view_with_no_reload(
     expect(first).to_contain_text("1 of")
     thumb = first.locator("img")
     expect(thumb).to_have_attribute("src", f"/results/{job_id}/{files[0]}")
-    wait_for(lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"), 10, "the thumbnail")
+    until_sync(
+        lambda: thumb.evaluate("img => img.complete && img.naturalWidth > 0"),
+        timeout=10,
+        what="the thumbnail",
+    )
     guard.assert_clean()
 
 
@@ -271,7 +277,9 @@ def test_screenshot_for_the_readme(
     thumbs = page.locator("#detail .result img")
     expect(thumbs).to_have_count(3, timeout=STATUS_TIMEOUT)
     for i in range(3):
-        wait_for(lambda i=i: thumbs.nth(i).evaluate("img => img.naturalWidth > 0"), 10, "thumbnails")
+        until_sync(
+            lambda i=i: thumbs.nth(i).evaluate("img => img.naturalWidth > 0"), timeout=10, what="thumbnails"
+        )
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     page.locator(f'{row(page, slow, "huge.png")} [data-action="cancel"]').click()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,21 +20,17 @@ from jobsvc.config import Settings
 from jobsvc.queue import Outcome
 from jobsvc.schemas import CancelResponse, JobView, JobViews
 from jobsvc.storage import storage_from_settings
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import PNG, ImageServer
-from tests.support import in_thread
+from tests.helpers import enqueue_body, in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
 
 
 def body(**fields: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "jobId": str(uuid.uuid4()),
-        "type": "ingest",
-        "imgUrl": "http://images.test/a/x.png",
-    }
-    doc.update(fields)
+    """`enqueue_body`, where a field given as ``_ABSENT`` is left out."""
+    doc = enqueue_body("http://images.test/a/x.png", **fields)
     return {k: v for k, v in doc.items() if v is not _ABSENT}
 
 
@@ -45,14 +39,6 @@ _ABSENT = object()
 
 async def enqueue(api: Api, **fields: Any) -> Any:
     return await api.client.post("/results/enqueue", json=body(**fields))
-
-
-async def error_of(response: Any, status: int) -> str:
-    assert response.status_code == status, await response.get_data(as_text=True)
-    assert response.content_type.startswith("application/json")
-    doc = await response.get_json()
-    assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"]
-    return str(doc["error"])
 
 
 # --------------------------------------------------------------------------- enqueue
@@ -249,36 +235,6 @@ async def test_probe_is_skipped_for_an_identical_retry(open_api: OpenApi, image_
 
 
 # --------------------------------------------------------------------------- wake-ups
-
-
-class Notifications:
-    """A plain psycopg LISTEN connection, read on its socket from trio."""
-
-    def __init__(self, url: str, *channels: str) -> None:
-        self.conn = psycopg.connect(url, autocommit=True)
-        for channel in channels:
-            self.conn.execute(f"LISTEN {channel}")
-        self.received: collections.deque[psycopg.Notify] = collections.deque()
-
-    async def next(self) -> psycopg.Notify:
-        while not self.received:
-            self.received.extend(self.conn.notifies(timeout=0))
-            if not self.received:
-                await trio.lowlevel.wait_readable(self.conn.fileno())
-        return self.received.popleft()
-
-
-@pytest.fixture
-def notifications(database_url: str) -> Iterator[Callable[..., Notifications]]:
-    opened: list[Notifications] = []
-
-    def listen(*channels: str) -> Notifications:
-        opened.append(Notifications(database_url, *channels))
-        return opened[-1]
-
-    yield listen
-    for n in opened:
-        n.conn.close()
 
 
 async def test_enqueue_wakes_workers_once_committed(api: Api, notifications: Any) -> None:

@@ -11,7 +11,6 @@ import io
 import logging
 import re
 import uuid
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,18 +18,11 @@ import pytest
 from jobsvc import logs
 from jobsvc.api import create_app
 from jobsvc.config import Settings
-from tests.fixtures.app import Api, OpenApi
+from tests.fixtures.app import Api, OpenApi, error_of
 from tests.fixtures.images import ImageServer
+from tests.helpers import enqueue_body
 
 FORGED = "\n2099-01-01 00:00:00,000 CRITICAL jobsvc.api: FORGED LINE"
-
-
-async def error_of(response: Any, status: int) -> str:
-    assert response.status_code == status, await response.get_data(as_text=True)
-    assert response.content_type.startswith("application/json")
-    doc = await response.get_json()
-    assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"]
-    return str(doc["error"])
 
 
 @pytest.mark.parametrize(
@@ -74,8 +66,7 @@ async def test_enqueue_of_a_host_no_fetch_could_reach_is_400(
     open_api: OpenApi, verify: bool, url: str, says: str
 ) -> None:
     async with open_api(verify_on_enqueue=verify) as api:
-        body = {"jobId": str(uuid.uuid4()), "type": "ingest", "imgUrl": url}
-        response = await api.client.post("/results/enqueue", json=body)
+        response = await api.client.post("/results/enqueue", json=enqueue_body(url))
         assert says in await error_of(response, 400)
 
 
@@ -84,7 +75,7 @@ async def test_enqueue_does_not_tell_what_a_refused_name_resolves_to(
 ) -> None:
     async with open_api(verify_on_enqueue=True, allow_private_urls=False) as api:
         url = f"http://localhost:{image_server.port}/img/{uuid.uuid4().hex}.png"
-        body = {"jobId": str(uuid.uuid4()), "type": "ingest", "imgUrl": url}
+        body = enqueue_body(url)
         with caplog.at_level(logging.WARNING, logger="jobsvc.fetch"):
             error = await error_of(await api.client.post("/results/enqueue", json=body), 400)
     assert error == "imgUrl is not a reachable image: localhost resolves to an address that is not allowed"

@@ -21,8 +21,8 @@ import trio
 from jobsvc import keys
 from jobsvc.api.auth import Decision, decision_for
 from tests.fixtures.app import Api, OpenApi
+from tests.helpers import enqueue_body, until
 from tests.integration.test_events import subscribe
-from tests.support import wait_until
 
 Conn = psycopg.Connection[dict[str, Any]]
 ALL = "enqueue,read,cancel"
@@ -52,8 +52,8 @@ async def keyed(open_keyed: Callable[..., AbstractAsyncContextManager[Api]]) -> 
         yield api
 
 
-def enqueue_body(job_id: uuid.UUID | str, name: str = "a.png") -> dict[str, Any]:
-    return {"jobId": str(job_id), "type": "ingest", "imgUrl": f"http://images.test/{name}"}
+def job_body(job_id: uuid.UUID | str, name: str = "a.png") -> dict[str, Any]:
+    return enqueue_body(f"http://images.test/{name}", str(job_id))
 
 
 async def assert_unauthorized(response: Any) -> None:
@@ -130,10 +130,10 @@ async def test_a_key_without_the_routes_scope_is_403(keyed: Api, conn: Conn) -> 
     _, writer = make_key(conn, "acme", "enqueue")
     _, canceler = make_key(conn, "acme", "cancel")
     job = uuid.uuid4()
-    refused = await keyed.client.post("/results/enqueue", json=enqueue_body(job), headers=bearer(reader))
+    refused = await keyed.client.post("/results/enqueue", json=job_body(job), headers=bearer(reader))
     assert refused.status_code == 403
     assert await refused.get_json() == {"error": "this API key lacks the enqueue scope"}
-    made = await keyed.client.post("/results/enqueue", json=enqueue_body(job), headers=bearer(writer))
+    made = await keyed.client.post("/results/enqueue", json=job_body(job), headers=bearer(writer))
     assert made.status_code == 202
     reads = ("/results/list", f"/results/{job}", f"/results/{job}/a.png", "/results/events", "/results/stats")
     for path in reads:
@@ -158,7 +158,7 @@ async def test_with_auth_off_every_request_acts_as_tenant_default_with_every_sco
     assert api.settings.auth == "off"
     me = await (await api.client.get("/auth/whoami")).get_json()
     assert me == {"tenant": "default", "scopes": ["admin", "cancel", "enqueue", "read"], "readsTenants": None}
-    created = await api.client.post("/results/enqueue", json=enqueue_body(uuid.uuid4()))
+    created = await api.client.post("/results/enqueue", json=job_body(uuid.uuid4()))
     assert created.status_code == 202 and (await created.get_json())["tenant"] == "default"
 
 
@@ -170,8 +170,8 @@ async def test_tenants_are_isolated_in_list_get_cancel_download_and_stats(keyed:
     _, b = make_key(conn, "bravo")
     _, admin = make_key(conn, "ops", "admin")
     ja, jb = uuid.uuid4(), uuid.uuid4()
-    made_a = await keyed.client.post("/results/enqueue", json=enqueue_body(ja), headers=bearer(a))
-    made_b = await keyed.client.post("/results/enqueue", json=enqueue_body(jb), headers=bearer(b))
+    made_a = await keyed.client.post("/results/enqueue", json=job_body(ja), headers=bearer(a))
+    made_b = await keyed.client.post("/results/enqueue", json=job_body(jb), headers=bearer(b))
     assert (await made_a.get_json())["tenant"] == "acme" and (await made_b.get_json())["tenant"] == "bravo"
 
     async def ids(token: str, query: str = "") -> set[str]:
@@ -227,15 +227,15 @@ async def test_a_jobid_stays_unique_across_tenants(keyed: Api, conn: Conn) -> No
     _, a = make_key(conn, "acme")
     _, b = make_key(conn, "bravo")
     job = uuid.uuid4()
-    made = await keyed.client.post("/results/enqueue", json=enqueue_body(job), headers=bearer(a))
+    made = await keyed.client.post("/results/enqueue", json=job_body(job), headers=bearer(a))
     assert made.status_code == 202
     for name in ("a.png", "b.png"):  # the same result, and another result of the same job
-        taken = await keyed.client.post("/results/enqueue", json=enqueue_body(job, name), headers=bearer(b))
+        taken = await keyed.client.post("/results/enqueue", json=job_body(job, name), headers=bearer(b))
         assert taken.status_code == 409, name
         assert await taken.get_json() == {"error": f"jobId {job} is taken: choose another jobId"}
     # ... in a batch too, item by item; B's other items go in as B's.
     other = uuid.uuid4()
-    body = {"jobs": [enqueue_body(job, "b.png"), enqueue_body(other)]}
+    body = {"jobs": [job_body(job, "b.png"), job_body(other)]}
     answer = await (await keyed.client.post("/results/batch", json=body, headers=bearer(b))).get_json()
     assert [r["status"] for r in answer["results"]] == [409, 202]
     assert "taken" in answer["results"][0]["error"] and answer["results"][1]["job"]["tenant"] == "bravo"
@@ -258,7 +258,7 @@ async def test_event_streams_carry_only_their_tenants_results(keyed: Api, conn: 
     ):
         # B's job first: had it leaked into A's stream, its events would come first.
         for job, token in ((jb, b), (ja, a)):
-            made = await keyed.client.post("/results/enqueue", json=enqueue_body(job), headers=bearer(token))
+            made = await keyed.client.post("/results/enqueue", json=job_body(job), headers=bearer(token))
             assert made.status_code == 202
         with trio.fail_after(10):
             # Each state is read once announced (a later state may replace an unread one):
@@ -303,7 +303,7 @@ async def test_lookups_are_cached_and_last_used_is_written_in_batches(
             row = conn.execute("SELECT last_used_at FROM jobsvc_keys WHERE id = %s", (key_id,)).fetchone()
             return row and row["last_used_at"]
 
-        await wait_until(used, timeout=5)
+        await until(used, timeout=5, what="last_used_at to be written", thread=True)
         # At most one write per interval (none while no key is used), not one per request.
         elapsed = trio.current_time() - began
         assert 1 <= authenticator.flushes <= elapsed / 0.2 + 1 and authenticator.flushes < 50

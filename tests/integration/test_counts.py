@@ -10,7 +10,7 @@ import psycopg
 from jobsvc import queue
 from jobsvc.model import Status
 from jobsvc.retry import Outcome
-from tests.support import connect, enqueue
+from tests.helpers import connect, enqueue
 
 
 def both(url: str) -> tuple[dict[str, int], dict[str, int]]:

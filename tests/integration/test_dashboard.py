@@ -7,22 +7,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import pytest
 
 from jobsvc.schemas import StatsBody
 from tests.fixtures.app import Api
-
-
-async def enqueue(api: Api, job_id: str | None = None, name: str = "x.png") -> dict[str, Any]:
-    response = await api.client.post(
-        "/results/enqueue",
-        json={"jobId": job_id or str(uuid.uuid4()), "type": "ingest", "imgUrl": f"http://images.test/{name}"},
-    )
-    assert response.status_code == 202, await response.get_data(as_text=True)
-    view: dict[str, Any] = await response.get_json()
-    return view
 
 
 def local_references(html: str) -> list[str]:
@@ -91,7 +80,7 @@ async def test_stats_counts_every_row_by_status_and_the_oldest_queued_age(api: A
         "queueDepth": 0,
         "oldestQueuedAgeMs": None,
     }
-    views = [await enqueue(api) for _ in range(3)]
+    views = [await api.enqueue() for _ in range(3)]
     assert (await api.client.post(f"/results/{views[0]['jobId']}/cancel")).status_code == 200
     response = await api.client.get("/results/stats")
     stats = await response.get_json()
@@ -110,7 +99,7 @@ async def test_stats_is_documented_in_openapi(api: Api) -> None:
 
 
 async def test_list_newest_first_pages_with_the_cursor(api: Api) -> None:
-    created = [(await enqueue(api))["jobId"] for _ in range(5)]
+    created = [(await api.enqueue())["jobId"] for _ in range(5)]
     seen: list[str] = []
     url: str | None = "/results/list?order=desc&limit=2"
     while url is not None:
@@ -128,8 +117,8 @@ async def test_list_newest_first_pages_with_the_cursor(api: Api) -> None:
 async def test_list_newest_first_keeps_the_filters(api: Api) -> None:
     job = str(uuid.uuid4())
     for name in ("1.png", "2.png", "3.png"):
-        await enqueue(api, job, name)
-    await enqueue(api)
+        await api.enqueue(f"http://images.test/{name}", job)
+    await api.enqueue()
     views = await (await api.client.get(f"/results/list?order=desc&jobId={job}")).get_json()
     assert [v["resultFile"] for v in views] == ["3.png", "2.png", "1.png"]
 

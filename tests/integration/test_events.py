@@ -27,7 +27,7 @@ from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView
 from tests.fixtures.app import Api, OpenApi
-from tests.support import in_thread
+from tests.helpers import in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
@@ -87,13 +87,6 @@ async def subscribe(
         connection._client_receive.close()
 
 
-async def enqueue(api: Api, job_id: str, name: str = "x.png", **fields: Any) -> dict[str, Any]:
-    doc = {"jobId": job_id, "type": "ingest", "imgUrl": f"http://h.test/{name}", **fields}
-    response = await api.client.post("/results/enqueue", json=doc)
-    assert response.status_code == 202
-    return dict(await response.get_json())
-
-
 def broadcaster(api: Api) -> Broadcaster:
     return api.services.broadcaster
 
@@ -101,8 +94,8 @@ def broadcaster(api: Api) -> Broadcaster:
 async def test_filtered_subscriber_follows_its_job_in_order_and_nothing_else(api: Api, conn: Conn) -> None:
     mine, other = str(uuid.uuid4()), str(uuid.uuid4())
     async with subscribe(api, f"?jobId={mine}") as stream:
-        await enqueue(api, other, priority=100)
-        await enqueue(api, mine, priority=0)
+        await api.enqueue(job_id=other, priority=100)
+        await api.enqueue(job_id=mine, priority=0)
         with trio.fail_after(5):
             queued = await stream.next_event()
         assert (queued["jobId"], queued["status"]) == (mine, "Queued")
@@ -132,7 +125,7 @@ async def test_unfiltered_subscriber_sees_every_job(api: Api) -> None:
     async with subscribe(api) as stream:
         jobs = [str(uuid.uuid4()) for _ in range(3)]
         for job_id in jobs:
-            await enqueue(api, job_id)
+            await api.enqueue(job_id=job_id)
         seen: list[str] = []
         with trio.fail_after(5):
             while len(seen) < 3:
@@ -154,7 +147,7 @@ async def test_a_subscriber_that_stops_reading_is_dropped_while_others_keep_rece
         with trio.fail_after(20):
             for _ in range(total):
                 job_id = str(uuid.uuid4())
-                await enqueue(api, job_id)
+                await api.enqueue(job_id=job_id)
                 assert (await fast.next_event())["jobId"] == job_id
         assert broadcaster(api).subscriber_count == 1
         received = 0
@@ -181,8 +174,8 @@ async def test_disconnect_unsubscribes(api: Api) -> None:
 
 async def test_filtered_stream_starts_with_the_jobs_current_state(api: Api, conn: Conn) -> None:
     job_id = str(uuid.uuid4())
-    await enqueue(api, job_id, "a.png")
-    await enqueue(api, job_id, "b.png")
+    await api.enqueue("http://h.test/a.png", job_id)
+    await api.enqueue("http://h.test/b.png", job_id)
     async with subscribe(api, f"?jobId={job_id}") as stream:
         with trio.fail_after(5):
             snapshot = [await stream.next_event() for _ in range(2)]

@@ -14,7 +14,7 @@ from jobsvc import queue
 from jobsvc.config import Settings
 from jobsvc.model import Status
 from jobsvc.worker import Worker
-from tests.support import advisory_locks, connect, enqueue, wait_status, wait_until
+from tests.helpers import advisory_locks, connect, enqueue, until, wait_status
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ async def test_cancel_mid_download_closes_the_connection_and_stores_nothing(
     path = f"/slow/{key}/x.png"
     job = enqueue(database_url, image_server.url(path))
     await wait_status(database_url, job.id, Status.PROCESSING)
-    await wait_until(lambda: image_server.hits(path) == 1)  # the download is under way
+    await until(lambda: image_server.hits(path) == 1, thread=True)  # the download is under way
     assert job.id in advisory_locks(database_url)
     with connect(database_url) as conn:
         queue.cancel(conn, job.job_id)

@@ -15,7 +15,7 @@ import trio
 import jobsvc
 from jobsvc.config import Settings
 from jobsvc.worker import Worker
-from tests.support import connect, wait_status
+from tests.helpers import connect, wait_status
 
 CHANNELS = ("jobsvc_wakeup", "jobsvc_events")
 SENTINEL = "sentinel"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,6 +15,7 @@ from jobsvc import queue
 from jobsvc.errors import Conflict, NotFound
 from jobsvc.model import Status
 from jobsvc.queue import NewResult, Outcome
+from tests.helpers import advisory_locks, until_sync
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -37,14 +37,6 @@ def new(file: str = "a.png", job_id: uuid.UUID | None = None, **kw: Any) -> NewR
     )
 
 
-def advisory_locks(conn: Conn) -> set[int]:
-    rows = conn.execute(
-        "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1"
-        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    )
-    return {int(r["objid"]) for r in rows}
-
-
 def test_enqueue_identical_returns_existing_and_different_conflicts(conn: Conn) -> None:
     first, created = queue.enqueue(conn, new(job_id=(jid := uuid.uuid4())))
     assert created and first.status is Status.QUEUED
@@ -56,7 +48,9 @@ def test_enqueue_identical_returns_existing_and_different_conflicts(conn: Conn) 
     assert created and [j.result_file for j in queue.get_job(conn, jid)] == ["a.png", "b.png"]
 
 
-def test_claim_takes_at_most_limit_in_priority_order_and_locks_each(conn: Conn, other: Conn) -> None:
+def test_claim_takes_at_most_limit_in_priority_order_and_locks_each(
+    database_url: str, conn: Conn, other: Conn
+) -> None:
     low = queue.enqueue(conn, new(priority=-5))[0]
     high = queue.enqueue(conn, new(priority=7))[0]
     mid = queue.enqueue(conn, new())[0]
@@ -64,7 +58,7 @@ def test_claim_takes_at_most_limit_in_priority_order_and_locks_each(conn: Conn, 
         jobs, next_due = queue.claim(conn, "w1", 2)
     assert [j.id for j in jobs] == [high.id, mid.id]
     assert all(j.status is Status.PROCESSING and j.attempts == 1 and j.worker_id == "w1" for j in jobs)
-    assert advisory_locks(other) == {high.id, mid.id}
+    assert advisory_locks(database_url) == {high.id, mid.id}
     with other.transaction():
         rest, _ = queue.claim(other, "w2", 5)
     assert [j.id for j in rest] == [low.id]
@@ -78,7 +72,7 @@ def test_claim_reports_next_due_for_delayed_rows(conn: Conn) -> None:
     assert jobs == [] and next_due is not None and 25 < next_due <= 30
 
 
-def test_finish_records_outcomes_and_releases_locks(conn: Conn, other: Conn) -> None:
+def test_finish_records_outcomes_and_releases_locks(database_url: str, conn: Conn, other: Conn) -> None:
     for f in ("ok.png", "bad.png", "flaky.png", "back.png"):
         queue.enqueue(conn, new(f))
     with conn.transaction():
@@ -102,7 +96,7 @@ def test_finish_records_outcomes_and_releases_locks(conn: Conn, other: Conn) -> 
     assert status["back.png"] == (Status.QUEUED, 0, None)
     retried = next(j for j in done if j.result_file == "flaky.png")
     assert retried.started_at is not None and retried.run_at > retried.started_at  # backed off
-    assert advisory_locks(other) == set()
+    assert advisory_locks(database_url) == set()
 
 
 def test_retry_after_last_attempt_fails_with_reason(conn: Conn) -> None:
@@ -147,9 +141,9 @@ def test_rescue_requeues_rows_whose_lock_holder_died(database_url: str, conn: Co
     queue.cancel(conn, jobs[1].job_id)
     dying.close()
     # The server frees a closed session's locks a moment later (not synchronously).
-    deadline = time.monotonic() + 5
-    while advisory_locks(conn) & alive_ids and time.monotonic() < deadline:
-        time.sleep(0.005)
+    until_sync(
+        lambda: not advisory_locks(database_url) & alive_ids, timeout=5, what="the dead session's locks to go"
+    )
     with conn.transaction():
         rescued = {j.result_file: j for j in queue.rescue(conn)}
     assert {j.id for j in rescued.values()} == alive_ids

@@ -1,11 +1,8 @@
 """Retention on PostgreSQL (DESIGN §9): the cleaner deletes only finished rows older
 than JOBSVC_RETENTION, in batches of at most 1,000, one cleaner at a time across
-workers; `jobsvc purge` does it on demand; the status counters stay exact."""
+workers; the status counters stay exact. `jobsvc purge`: tests/system/test_purge.py."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -16,33 +13,7 @@ from jobsvc.model import Job, Status
 from jobsvc.queries import CLEAN_WAIT_LOCK_SQL
 from jobsvc.worker import Worker
 from jobsvc.worker.pgstore import PostgresStore
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import connect, enqueue, wait_status, wait_until
-
-# `count` rows of one status, finished `age` ago (Queued/Processing rows: created then).
-FILL_SQL = """
-INSERT INTO jobsvc_results (job_id, result_file, type, img_url, status, created_at, finished_at)
-SELECT gen_random_uuid(), 'r.png', 'ingest', 'http://images.test/r.png', %(status)s,
-       now() - %(age)s::interval,
-       CASE WHEN %(status)s IN ('Completed', 'Failed', 'Canceled') THEN now() - %(age)s::interval END
-FROM generate_series(1, %(count)s)
-RETURNING id
-"""
-
-
-def fill(url: str, status: str, age: str, count: int = 1) -> set[int]:
-    with connect(url) as conn:
-        return {r["id"] for r in conn.execute(FILL_SQL, {"status": status, "age": age, "count": count})}
-
-
-def remaining(url: str) -> set[int]:
-    with connect(url) as conn:
-        return {r["id"] for r in conn.execute("SELECT id FROM jobsvc_results")}
-
-
-def counts_agree(url: str) -> bool:
-    with connect(url) as conn:
-        return queue.status_counts(conn) == queue.status_counts_exact(conn)
+from tests.helpers import connect, counts_agree, enqueue, fill, remaining, until, wait_status
 
 
 def mixed_rows(url: str) -> tuple[set[int], set[int]]:
@@ -131,17 +102,17 @@ async def test_two_workers_clean_one_at_a_time_and_only_what_they_should(
         holder.execute(CLEAN_WAIT_LOCK_SQL, queue.CLEAN_LOCK)
         for w in workers:
             await nursery.start(w.run)
-        await wait_until(lambda: all(w.cleaner.skipped >= 3 for w in workers))
+        await until(lambda: all(w.cleaner.skipped >= 3 for w in workers), thread=True)
         assert old <= remaining(database_url)
         assert all(w.cleaner.skipped == w.cleaner.passes for w in workers)
     # ...and once it is free they share the work: every old finished row is deleted once.
-    await wait_until(lambda: not (old & remaining(database_url)), timeout=20)
+    await until(lambda: not (old & remaining(database_url)), timeout=20, thread=True)
     # Jobs run meanwhile and finish fresh: kept.
     fresh = [enqueue(database_url, f"http://images.test/new{i}.png") for i in range(5)]
     for job in fresh:
         await wait_status(database_url, job.id, Status.COMPLETED)
     passes = [w.cleaner.passes for w in workers]
-    await wait_until(lambda: all(w.cleaner.passes > p for w, p in zip(workers, passes, strict=True)))
+    await until(lambda: all(w.cleaner.passes > p for w, p in zip(workers, passes, strict=True)), thread=True)
     for w in workers:
         w.shutdown()
     # The old Queued and orphaned Processing rows were run too, and finish fresh: kept.
@@ -149,38 +120,3 @@ async def test_two_workers_clean_one_at_a_time_and_only_what_they_should(
     deleted = sum(w.metrics.registry.get_sample_value("jobsvc_cleaned_total") or 0 for w in workers)
     assert deleted == len(old)  # each row deleted once, counted by the worker that deleted it
     assert counts_agree(database_url)
-
-
-async def run_purge(spawn: Any, url: str, tmp_path: Path, *args: str) -> JobsvcProcess:
-    proc: JobsvcProcess = spawn("purge", *args, env=service_env(url, f"file://{tmp_path}"))
-    await trio.to_thread.run_sync(proc.wait, 60)
-    return proc
-
-
-async def test_purge_deletes_on_demand_by_age_and_status(
-    database_url: str, spawn: Any, tmp_path: Path
-) -> None:
-    failed = fill(database_url, "Failed", "3 hours", 1200)
-    canceled = fill(database_url, "Canceled", "3 hours", 2)
-    completed = fill(database_url, "Completed", "3 hours", 3)
-    recent = fill(database_url, "Failed", "1 minute")
-    queued = fill(database_url, "Queued", "3 hours")
-
-    proc = await run_purge(spawn, database_url, tmp_path, "--older-than", "2h", "--status", "failed,Canceled")
-    assert proc.popen.returncode == 0, proc.output()
-    assert "purged 1202 finished rows" in proc.output()
-    assert remaining(database_url) == completed | recent | queued
-    assert not failed & remaining(database_url) and not canceled & remaining(database_url)
-
-    proc = await run_purge(spawn, database_url, tmp_path, "--older-than", "0")
-    assert proc.popen.returncode == 0 and "purged 4 finished rows" in proc.output()
-    assert remaining(database_url) == queued
-    assert counts_agree(database_url)
-
-
-async def test_purge_refuses_bad_arguments(database_url: str, spawn: Any, tmp_path: Path) -> None:
-    bad_age = await run_purge(spawn, database_url, tmp_path, "--older-than", "a week")
-    assert bad_age.popen.returncode == 2 and "such as 7d, 12h, 30m or 45s" in bad_age.output()
-    bad_status = await run_purge(spawn, database_url, tmp_path, "--older-than", "1d", "--status", "Queued")
-    assert bad_status.popen.returncode == 2
-    assert "expected one of Completed, Failed, Canceled" in bad_status.output()

@@ -15,7 +15,7 @@ from jobsvc.errors import PermanentError, TransientError
 from jobsvc.model import Job, Status
 from jobsvc.worker import Handler, Worker
 from jobsvc.worker.pgstore import PostgresSession
-from tests.support import advisory_locks, connect, enqueue, row, wait_status, wait_until
+from tests.helpers import Gate, advisory_locks, connect, enqueue, row, run_until_shutdown, until, wait_status
 
 
 def settings_for(url: str, **kw: Any) -> Settings:
@@ -38,49 +38,6 @@ def worker_in_process(database_url: str, nursery: trio.Nursery) -> Callable[...,
         return worker
 
     return start
-
-
-class Gate:
-    """A handler that records calls and blocks each job until released."""
-
-    def __init__(self) -> None:
-        self.started: list[Job] = []
-        self.release = trio.Event()
-        self.cancelled: list[int] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._changed = trio.Event()
-
-    async def __call__(self, job: Job) -> None:
-        self.started.append(job)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        self._changed.set()
-        try:
-            await self.release.wait()
-        except trio.Cancelled:
-            self.cancelled.append(job.id)
-            raise
-        finally:
-            self.in_flight -= 1
-
-    async def wait_started(self, n: int, timeout: float = 5.0) -> None:
-        with trio.fail_after(timeout):
-            while len(self.started) < n:
-                self._changed = trio.Event()
-                await self._changed.wait()
-
-
-def run_until_shutdown(worker: Worker, nursery: trio.Nursery) -> trio.Event:
-    """Start the worker; the event is set when `Worker.run` has returned."""
-    finished = trio.Event()
-
-    async def run() -> None:
-        await worker.run()
-        finished.set()
-
-    nursery.start_soon(run)
-    return finished
 
 
 async def noop(job: Job) -> None:
@@ -281,7 +238,7 @@ async def test_lost_session_abandons_jobs_then_rescue_completes_them(
         )
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=15)
     assert done.attempts == 2 and attempts == [1, 2]
-    await wait_until(lambda: advisory_locks(database_url) == set())
+    await until(lambda: advisory_locks(database_url) == set(), thread=True)
 
 
 async def test_registered_handler_by_type(database_url: str, nursery: trio.Nursery) -> None:

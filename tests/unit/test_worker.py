@@ -19,6 +19,7 @@ from jobsvc.errors import TransientError
 from jobsvc.model import Job, Status
 from jobsvc.retry import CANCELED_ERROR
 from jobsvc.worker import Handler, MemoryStore, Worker
+from tests.helpers import Gate, run_until_shutdown
 
 
 def make_worker(store: MemoryStore, handler: Handler, **kw: Any) -> Worker:
@@ -30,49 +31,6 @@ def make_worker(store: MemoryStore, handler: Handler, **kw: Any) -> Worker:
         "worker_id": "w1",
     }
     return Worker(Settings(**{**base, **kw}), default_handler=handler, store=store)
-
-
-class Gate:
-    """A handler that records calls and blocks each job until released."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.cancelled: list[int] = []
-        self.release = trio.Event()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._changed = trio.Event()
-
-    async def __call__(self, job: Job) -> None:
-        self.started.append(job.id)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        self._changed.set()
-        try:
-            await self.release.wait()
-        except trio.Cancelled:
-            self.cancelled.append(job.id)
-            raise
-        finally:
-            self.in_flight -= 1
-
-    async def wait_started(self, n: int) -> None:
-        with trio.fail_after(5):
-            while len(self.started) < n:
-                self._changed = trio.Event()
-                await self._changed.wait()
-
-
-def run_until_shutdown(worker: Worker, nursery: trio.Nursery) -> trio.Event:
-    """Start the worker; the event is set when `Worker.run` has returned."""
-    finished = trio.Event()
-
-    async def run() -> None:
-        await worker.run()
-        finished.set()
-
-    nursery.start_soon(run)
-    return finished
 
 
 async def wait_status(store: MemoryStore, row_id: int, status: Status, timeout: float = 30) -> Job:
@@ -125,7 +83,7 @@ async def test_claim_order_is_priority_then_age(nursery: trio.Nursery, autojump_
     await nursery.start(make_worker(store, gate, concurrency=1).run)
     gate.release.set()
     await wait_status(store, low.id, Status.COMPLETED)
-    assert gate.started == [high.id, mid.id, low.id]
+    assert [job.id for job in gate.started] == [high.id, mid.id, low.id]
 
 
 async def test_claim_shares_slots_round_robin_across_tenants(
@@ -139,7 +97,7 @@ async def test_claim_shares_slots_round_robin_across_tenants(
     gate.release.set()
     await wait_status(store, a[2].id, Status.COMPLETED)
     # one job of each tenant in turn (priority orders a tenant's own), whatever the backlog
-    assert gate.started == [a[3].id, b[0].id, c.id, a[0].id, b[1].id, a[1].id, a[2].id]
+    assert [job.id for job in gate.started] == [a[3].id, b[0].id, c.id, a[0].id, b[1].id, a[1].id, a[2].id]
 
 
 async def test_shutdown_gives_unfinished_jobs_back_after_grace_without_counting(

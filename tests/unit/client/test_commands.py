@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import http.server
 import io
-import json
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -187,55 +184,6 @@ def test_refused_requests_map_to_exit_codes(
     command = commands._command(refusing(status), bad_request=bad_request)
     assert command(argparse.Namespace(command_name="get")) == code
     assert capsys.readouterr().err == f"jobsvc get: refused (HTTP {status})\n"
-
-
-@pytest.fixture
-def api_answering_400() -> Iterator[str]:
-    """A real HTTP server on loopback that answers every request 400, as the API answers
-    a malformed id (the commands build their own `Client`, so no transport can be given)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            body = json.dumps({"error": "jobId must be a UUID"}).encode()
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = answer
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.mark.parametrize(
-    ("argv", "code"),
-    [
-        (["get", JOB], 2),
-        (["cancel", JOB], 2),
-        (["retry", JOB], 2),
-        (["download", JOB, "a.png", "-o", "-"], 2),
-        (["watch", JOB], 2),
-        (["enqueue", "http://i.test/a.png"], 1),  # a 400 there also means "not a reachable image"
-    ],
-)
-def test_the_apis_400_exit_code(
-    argv: list[str], code: int, api_answering_400: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = parse(*argv, "--url", api_answering_400)
-    assert args.func(args) == code
-    assert "jobId must be a UUID (HTTP 400)" in capsys.readouterr().err
 
 
 # --- watch JOBID on an in-memory API ----------------------------------------------------

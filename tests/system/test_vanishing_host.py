@@ -17,7 +17,7 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,12 @@ import trio
 from jobsvc.cli import migrate
 from jobsvc.model import Status
 from tests.fixtures.netns import Link
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.integration.test_recovery import OwnPostgres
-from tests.services import until
-from tests.support import connect, enqueue, row, wait_status, wait_until
+from tests.fixtures.processes import Spawn, service_env
+from tests.helpers import connect, enqueue, row, until, wait_status
+from tests.system.test_recovery import OwnPostgres
 
 pytestmark = pytest.mark.slow
 
-Spawn = Callable[..., JobsvcProcess]
 
 #: README, failure modes: keepalives (idle 4 s, 3 probes 2 s apart) and tcp_user_timeout
 #: 10 s on every connection, "noticed in about 10 s".
@@ -116,24 +114,26 @@ async def test_a_worker_whose_host_vanishes_mid_job_is_rescued_and_records_nothi
     )
     path = f"/stall-once/{uuid.uuid4().hex}/a.png"  # endless the first time, a PNG the second
     job = enqueue(pg.unix_url, f"{images.url}{path}")
-    await wait_until(lambda: row(pg.unix_url, job.id).worker_id == "worker-a", timeout=20)
-    await wait_until(lambda: image_server.hits(path) == 1, timeout=10)  # mid-download
+    await until(lambda: row(pg.unix_url, job.id).worker_id == "worker-a", timeout=20, thread=True)
+    await until(lambda: image_server.hits(path) == 1, timeout=10, thread=True)  # mid-download
     cut_off_backends = backends_from(pg.unix_url, link.worker_ip)
     assert len(cut_off_backends) >= 3, cut_off.output()  # session, listener, pool: all over the link
 
     rescuer = spawn("worker", env=service_env(pg.unix_url, results, JOBSVC_WORKER_ID="worker-b", **common))
-    await wait_until(lambda: local_listeners(pg.unix_url) == 1, timeout=20)
+    await until(lambda: local_listeners(pg.unix_url) == 1, timeout=20, thread=True)
 
     link.cut()
     cut_at = trio.current_time()
     try:
         # The server notices the silent peer: the worker's backends end, its advisory lock
         # is released, and the rescuer requeues the job.
-        await wait_until(
-            lambda: not (backends_from(pg.unix_url, link.worker_ip) & cut_off_backends), timeout=60
+        await until(
+            lambda: not (backends_from(pg.unix_url, link.worker_ip) & cut_off_backends),
+            timeout=60,
+            thread=True,
         )
         server_noticed = trio.current_time() - cut_at
-        await wait_until(lambda: row(pg.unix_url, job.id).worker_id != "worker-a", timeout=30)
+        await until(lambda: row(pg.unix_url, job.id).worker_id != "worker-a", timeout=30, thread=True)
         rescued = trio.current_time() - cut_at
         done = await wait_status(pg.unix_url, job.id, Status.COMPLETED, Status.FAILED, timeout=20)
         assert (done.status, done.attempts, done.worker_id) == (Status.COMPLETED, 2, None), rescuer.output()
@@ -150,7 +150,7 @@ async def test_a_worker_whose_host_vanishes_mid_job_is_rescued_and_records_nothi
     assert rescued <= DETECTION_BOUND + 2 * RESCUE_INTERVAL + 1.0
 
     # Back on the network, the cut-off worker reconnects: it could record now, and must not.
-    await wait_until(lambda: backends_from(pg.unix_url, link.worker_ip), timeout=30)
+    await until(lambda: backends_from(pg.unix_url, link.worker_ip), timeout=30, thread=True)
     after = row(pg.unix_url, job.id)
     assert after == done, cut_off.output()
     # Its only line about the job is the claim: no outcome recorded, none logged.

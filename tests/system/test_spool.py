@@ -8,19 +8,16 @@ worker's.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from jobsvc.model import Status
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import enqueue, row, wait_status, wait_until
+from tests.fixtures.processes import JobsvcProcess, Spawn, service_env
+from tests.helpers import enqueue, row, until, wait_status
 
 pytestmark = pytest.mark.slow
-
-Spawn = Callable[..., JobsvcProcess]
 
 
 def worker(spawn: Spawn, database_url: str, tmp_path: Path, name: str) -> JobsvcProcess:
@@ -55,25 +52,25 @@ async def test_a_killed_workers_partial_download_is_swept_and_a_live_workers_is_
     slow = f"/slow/{uuid.uuid4().hex}/c.png"  # endless
     doomed = worker(spawn, database_url, tmp_path, "worker-a")
     job_a = enqueue(database_url, image_server.url(stall))
-    await wait_until(lambda: row(database_url, job_a.id).worker_id == "worker-a", timeout=15)
-    await wait_until(lambda: image_server.hits(stall) == 1)
+    await until(lambda: row(database_url, job_a.id).worker_id == "worker-a", timeout=15, thread=True)
+    await until(lambda: image_server.hits(stall) == 1, thread=True)
     alive = worker(spawn, database_url, tmp_path, "worker-c")
     job_c = enqueue(database_url, image_server.url(slow))
-    await wait_until(lambda: row(database_url, job_c.id).worker_id == "worker-c", timeout=15)
-    await wait_until(lambda: image_server.hits(slow) == 1)
+    await until(lambda: row(database_url, job_c.id).worker_id == "worker-c", timeout=15, thread=True)
+    await until(lambda: image_server.hits(slow) == 1, thread=True)
 
     # Both downloads are spooled, each in its worker's own directory.
-    dead_spool = await wait_until(lambda: spool_of(base, doomed), timeout=10)
-    live_spool = await wait_until(lambda: spool_of(base, alive), timeout=10)
-    await wait_until(lambda: downloads_in(dead_spool), timeout=10)
-    live_files = await wait_until(lambda: downloads_in(live_spool), timeout=10)
+    dead_spool = await until(lambda: spool_of(base, doomed), timeout=10, thread=True)
+    live_spool = await until(lambda: spool_of(base, alive), timeout=10, thread=True)
+    await until(lambda: downloads_in(dead_spool), timeout=10, thread=True)
+    live_files = await until(lambda: downloads_in(live_spool), timeout=10, thread=True)
 
     doomed.kill()
     assert downloads_in(dead_spool), "SIGKILL gives no cleanup a chance: the partial file is still there"
 
     newcomer = worker(spawn, database_url, tmp_path, "worker-b")
     # The newcomer's own spool exists only once its start-up sweep is done.
-    await wait_until(lambda: spool_of(base, newcomer), timeout=15)
+    await until(lambda: spool_of(base, newcomer), timeout=15, thread=True)
     assert not dead_spool.exists(), newcomer.output()
     assert live_spool.is_dir() and downloads_in(live_spool) == live_files, newcomer.output()
 

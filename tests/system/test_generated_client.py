@@ -26,8 +26,8 @@ import httpx
 import pytest
 
 from tests.fixtures.database import PgServer, migrated_database
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.integration.test_client_cli import STARTUP_TIMEOUT, listening_url, ready, wait_for
+from tests.fixtures.processes import STARTUP_TIMEOUT, JobsvcProcess, listening_url, ready, service_env
+from tests.helpers import until_sync
 
 PACKAGE = "jobsvc_generated_client"
 GENERATOR = Path(sys.executable).with_name("openapi-python-client")
@@ -53,7 +53,7 @@ def generated(
         api = JobsvcProcess(["api", "--port", "0"], env, tmp / "api.log")
         try:
             url = listening_url(api)
-            wait_for(lambda: ready(url), STARTUP_TIMEOUT, "/readyz")
+            until_sync(lambda: ready(url), timeout=STARTUP_TIMEOUT, what="/readyz")
             document = tmp / "openapi.json"
             document.write_text(httpx.get(f"{url}/openapi.json", timeout=10).text)
             config = tmp / "generator.yaml"

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,10 +22,8 @@ import pytest
 import trio
 
 from jobsvc.serving import KEEP_ALIVE_TIMEOUT
-from tests.fixtures.processes import JobsvcProcess
-from tests.services import ApiProcess, api_env, follow_events, start_api, until
-
-Spawn = Callable[..., JobsvcProcess]
+from tests.fixtures.processes import ApiProcess, Spawn, api_env, follow_events, start_api
+from tests.helpers import enqueue_body, until
 
 CLOSE_WITHIN = 1.0  # seconds the server may take to close after a final response
 IDLE_CLOSE_WITHIN = KEEP_ALIVE_TIMEOUT + 2.0  # the idle timer, plus slack for a busy machine
@@ -188,8 +186,7 @@ async def test_an_event_stream_outlives_the_keep_alive_timeout(api: ApiProcess) 
         # Nothing flows for longer than the idle timeout (heartbeats are 15 s apart): a
         # negative check, so it has to wait that long.
         await trio.sleep(KEEP_ALIVE_TIMEOUT + 1.5)
-        body = {"jobId": job_id, "type": "ingest", "imgUrl": "http://h.test/a/x.png"}
-        assert (await client.post("/results/enqueue", json=body)).status_code == 202
+        assert (await client.post("/results/enqueue", json=enqueue_body(job_id=job_id))).status_code == 202
         await until(lambda: [e["status"] for e in seen] == ["Queued"], timeout=5)
         nursery.cancel_scope.cancel()
 

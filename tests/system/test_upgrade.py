@@ -22,7 +22,7 @@ from jobsvc.model import Job, Status
 from jobsvc.worker import Worker
 from tests.fixtures.app import OpenApi
 from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import connect, enqueue, wait_status
+from tests.helpers import connect, enqueue, wait_status
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 V1_SCHEMA = (FIXTURES / "schema_v1.sql").read_text()

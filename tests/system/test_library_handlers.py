@@ -5,7 +5,6 @@ beside the image pipeline; and a worker whose handler cannot be loaded exits at 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,10 @@ import pytest
 
 import jobsvc
 from jobsvc.handlers import ENTRY_POINT_GROUP, load_handlers, parse_handler_flag
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.integration import library_handlers
-from tests.support import connect, wait_status
+from tests.fixtures.processes import Spawn, service_env
+from tests.helpers import enqueue, wait_status
+from tests.system import library_handlers
 
-Spawn = Callable[..., JobsvcProcess]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,24 +38,19 @@ def worker_env(database_url: str, results: Path, *paths: Path) -> dict[str, str]
     )
 
 
-def enqueue(database_url: str, img_url: str, type: str) -> jobsvc.Job:
-    with connect(database_url) as conn, conn.transaction():
-        return jobsvc.enqueue(conn, job_id=uuid.uuid4(), img_url=img_url, type=type)
-
-
 async def test_worker_runs_custom_handlers_beside_the_image_pipeline(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
-    plugins = plugin_dist(tmp_path / "plugins", "refuse = tests.integration.library_handlers:refuse")
+    plugins = plugin_dist(tmp_path / "plugins", "refuse = tests.system.library_handlers:refuse")
     worker = spawn(
         "worker",
         "--handler",
-        "echo=tests.integration.library_handlers:complete",
+        "echo=tests.system.library_handlers:complete",
         env=worker_env(database_url, tmp_path / "results", plugins),
     )
-    echo = enqueue(database_url, "https://example.invalid/echo/a.txt", "echo")
-    refused = enqueue(database_url, "https://example.invalid/refuse/b.bin", "refuse")
-    image = enqueue(database_url, image_server.url(f"/img/{uuid.uuid4().hex}/cat.png"), "ingest")
+    echo = enqueue(database_url, "https://example.invalid/echo/a.txt", type="echo")
+    refused = enqueue(database_url, "https://example.invalid/refuse/b.bin", type="refuse")
+    image = enqueue(database_url, image_server.url(f"/img/{uuid.uuid4().hex}/cat.png"), type="ingest")
 
     done = await wait_status(database_url, echo.id, jobsvc.Status.COMPLETED, jobsvc.Status.FAILED, timeout=20)
     assert (done.status, done.error) == (jobsvc.Status.COMPLETED, None), worker.output()
@@ -67,8 +60,8 @@ async def test_worker_runs_custom_handlers_beside_the_image_pipeline(
     stored = await wait_status(database_url, image.id, jobsvc.Status.COMPLETED, jobsvc.Status.FAILED)
     assert stored.status is jobsvc.Status.COMPLETED, stored.error
     assert (tmp_path / "results" / str(image.job_id) / "cat.png").read_bytes()[:4] == b"\x89PNG"
-    assert "handlers echo=tests.integration.library_handlers.complete" in worker.output()
-    assert "refuse=tests.integration.library_handlers.refuse" in worker.output()
+    assert "handlers echo=tests.system.library_handlers.complete" in worker.output()
+    assert "refuse=tests.system.library_handlers.refuse" in worker.output()
 
 
 @pytest.mark.parametrize(
@@ -78,8 +71,8 @@ async def test_worker_runs_custom_handlers_beside_the_image_pipeline(
             "echo=no_such_module_here:run",
             "the handler for type 'echo' (no_such_module_here:run) cannot be imported",
         ),
-        ("echo=tests.integration.library_handlers:missing", "has no attribute 'missing'"),
-        ("echo=tests.integration.library_handlers:not_async", "must be an async function"),
+        ("echo=tests.system.library_handlers:missing", "has no attribute 'missing'"),
+        ("echo=tests.system.library_handlers:not_async", "must be an async function"),
         ("echo", "--handler expects TYPE=module:function"),
     ],
 )
@@ -94,7 +87,7 @@ def test_worker_with_unloadable_handler_exits_at_once_with_a_sentence(
 
 
 def test_broken_entry_point_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(plugin_dist(tmp_path, "thumb = tests.integration.library_handlers:nope")))
+    monkeypatch.syspath_prepend(str(plugin_dist(tmp_path, "thumb = tests.system.library_handlers:nope")))
     with pytest.raises(jobsvc.JobsvcError, match=r"'thumb'.*has no attribute 'nope'"):
         load_handlers([])
 
@@ -102,10 +95,8 @@ def test_broken_entry_point_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
 def test_flag_wins_over_entry_point_for_the_same_type(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(
-        str(plugin_dist(tmp_path, "echo = tests.integration.library_handlers:refuse"))
-    )
+    monkeypatch.syspath_prepend(str(plugin_dist(tmp_path, "echo = tests.system.library_handlers:refuse")))
     assert load_handlers([]) == {"echo": library_handlers.refuse}
-    flag = "echo=tests.integration.library_handlers:complete"
+    flag = "echo=tests.system.library_handlers:complete"
     assert load_handlers([flag]) == {"echo": library_handlers.complete}
     assert parse_handler_flag(" echo = a.b:c ") == ("echo", "a.b:c")

@@ -1,4 +1,4 @@
-"""A handler for the fair-share test (test_fairshare.py), loaded by a real `jobsvc worker`."""
+"""A handler for the fair-share test (tests/system/test_fairshare.py), loaded by a real `jobsvc worker`."""
 
 from __future__ import annotations
 

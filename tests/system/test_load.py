@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,11 @@ import httpx
 import pytest
 import trio
 
-from tests.fixtures.processes import JobsvcProcess
-from tests.services import ApiProcess, api_env, start_api, start_worker
-from tests.support import advisory_locks, connect, statuses, wait_until
+from tests.fixtures.processes import ApiProcess, JobsvcProcess, Spawn, api_env, start_api, start_worker
+from tests.helpers import advisory_locks, connect, enqueue_body, statuses, until
 
 pytestmark = pytest.mark.slow
 
-Spawn = Callable[..., JobsvcProcess]
 
 JOBS = 1_000
 CLIENTS = 32
@@ -41,7 +38,7 @@ async def enqueue_all(api: ApiProcess, image_server: Any) -> list[str]:
         limits = httpx.Limits(max_connections=1)
         async with api.client(limits=limits, timeout=30.0) as client:
             for job_id in share:
-                body = {"jobId": job_id, "type": "ingest", "imgUrl": image_server.url(f"/img/{job_id}.png")}
+                body = enqueue_body(image_server.url(f"/img/{job_id}.png"), job_id)
                 response = await client.post("/results/enqueue", json=body)
                 assert response.status_code == 202, response.text
 
@@ -71,7 +68,7 @@ async def test_thousand_jobs_by_32_clients_on_two_workers_each_fetched_once(
     start = trio.current_time()
     job_ids = await enqueue_all(api, image_server)
     enqueued = trio.current_time() - start
-    await wait_until(lambda: all_completed(database_url), timeout=DEADLINE, interval=0.2)
+    await until(lambda: all_completed(database_url), timeout=DEADLINE, interval=0.2, thread=True)
     elapsed = trio.current_time() - start
     print(f"\nload: {JOBS} jobs enqueued in {enqueued:.1f}s, all Completed in {elapsed:.1f}s")
 
@@ -109,7 +106,9 @@ async def test_thousand_jobs_with_workers_killed_at_random_all_complete(
         done = 0
         for gap in gaps:
             target = done + gap
-            await wait_until(lambda t=target: statuses(database_url)["Completed"] >= t, timeout=DEADLINE)
+            await until(
+                lambda t=target: statuses(database_url)["Completed"] >= t, timeout=DEADLINE, thread=True
+            )
             victim = live.pop(rng.randrange(len(live)))
             counts = statuses(database_url)
             victim.kill()
@@ -121,7 +120,7 @@ async def test_thousand_jobs_with_workers_killed_at_random_all_complete(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(killer)
         job_ids = await enqueue_all(api, image_server)
-    await wait_until(lambda: all_completed(database_url), timeout=DEADLINE, interval=0.2)
+    await until(lambda: all_completed(database_url), timeout=DEADLINE, interval=0.2, thread=True)
     elapsed = trio.current_time() - start
     print(f"load with kills at {kills} (completed, processing): all {JOBS} Completed in {elapsed:.1f}s")
 

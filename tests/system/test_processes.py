@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,10 @@ import pytest
 import trio
 
 from jobsvc.model import Status
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import advisory_locks, enqueue, row, wait_status, wait_until
+from tests.fixtures.processes import JobsvcProcess, Spawn, service_env
+from tests.helpers import advisory_locks, enqueue, row, until, wait_status
 
 pytestmark = pytest.mark.slow
-
-Spawn = Callable[..., JobsvcProcess]
 
 
 def worker(spawn: Spawn, database_url: str, results: Path, name: str, **env: str) -> JobsvcProcess:
@@ -39,7 +36,7 @@ def worker(spawn: Spawn, database_url: str, results: Path, name: str, **env: str
 
 
 async def wait_owner(database_url: str, row_id: int, owner: str) -> None:
-    await wait_until(lambda: row(database_url, row_id).worker_id == owner, timeout=15)
+    await until(lambda: row(database_url, row_id).worker_id == owner, timeout=15, thread=True)
 
 
 async def test_sigkilled_worker_job_is_rescued_and_completed_by_another(
@@ -51,7 +48,7 @@ async def test_sigkilled_worker_job_is_rescued_and_completed_by_another(
     first = worker(spawn, database_url, tmp_path, "worker-a")
     await wait_owner(database_url, job.id, "worker-a")
     # the first (stalling) request must have reached the server, or the retry would stall
-    await wait_until(lambda: image_server.hits(path) == 1)
+    await until(lambda: image_server.hits(path) == 1, thread=True)
     second = worker(spawn, database_url, tmp_path, "worker-b")
     first.kill()
     done = await wait_status(database_url, job.id, Status.COMPLETED, Status.FAILED, timeout=20)
@@ -65,7 +62,7 @@ async def test_sigkilled_worker_job_is_rescued_and_completed_by_another(
 async def test_sigkilled_worker_with_cancel_requested_ends_canceled(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
-    from tests.support import connect
+    from tests.helpers import connect
 
     job = enqueue(database_url, image_server.url(f"/slow/{uuid.uuid4().hex}/dog.png"))
     first = worker(spawn, database_url, tmp_path, "worker-a")
@@ -101,7 +98,7 @@ async def test_sigterm_returns_running_job_to_queued_and_exits_0(
     job = enqueue(database_url, image_server.url(path))
     proc = worker(spawn, database_url, tmp_path, "worker-a", JOBSVC_SHUTDOWN_GRACE="0.3")
     await wait_owner(database_url, job.id, "worker-a")
-    await wait_until(lambda: image_server.hits(path) == 1)  # the download is under way
+    await until(lambda: image_server.hits(path) == 1, thread=True)  # the download is under way
     proc.signal(signal.SIGTERM)
     code = await trio.to_thread.run_sync(proc.wait, 10)
     assert code == 0, proc.output()
@@ -118,7 +115,7 @@ async def test_sigterm_lets_a_short_job_finish_within_grace(
     proc = worker(spawn, database_url, tmp_path, "worker-a", JOBSVC_SHUTDOWN_GRACE="10")
     path = f"/drip/50/{uuid.uuid4().hex}.png"  # about one second to download
     job = enqueue(database_url, image_server.url(path))
-    await wait_until(lambda: image_server.hits(path) == 1)  # under way when the signal comes
+    await until(lambda: image_server.hits(path) == 1, thread=True)  # under way when the signal comes
     proc.signal(signal.SIGTERM)
     assert await trio.to_thread.run_sync(proc.wait, 15) == 0, proc.output()
     assert row(database_url, job.id).status is Status.COMPLETED
@@ -155,5 +152,5 @@ async def test_worker_serves_metrics_on_its_own_port(
         except httpx.HTTPError:
             return ""
 
-    text = await wait_until(lambda: "jobsvc_claims_total 1.0" in scrape() and scrape(), timeout=15)
+    text = await until(lambda: "jobsvc_claims_total 1.0" in scrape() and scrape(), timeout=15, thread=True)
     assert 'jobsvc_finished_total{status="Completed"} 1.0' in text, proc.output()

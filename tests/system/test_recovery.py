@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,19 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from jobsvc import db, embedded
 from jobsvc.cli import migrate
 from tests.fixtures.database import PgServer, with_dbname
-from tests.fixtures.processes import JobsvcProcess
-from tests.services import api_env, follow_events, start_api, start_worker, until, wait_ready
-from tests.support import advisory_locks, connect, statuses, wait_until
+from tests.fixtures.processes import (
+    JobsvcProcess,
+    Spawn,
+    api_env,
+    follow_events,
+    start_api,
+    start_worker,
+    wait_ready,
+)
+from tests.helpers import advisory_locks, connect, enqueue_body, statuses, until
 
 pytestmark = pytest.mark.slow
 
-Spawn = Callable[..., JobsvcProcess]
 
 TERMINATE_ALL = (
     "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
@@ -49,8 +55,7 @@ TERMINATE_ALL = (
 
 
 async def post_job(client: httpx.AsyncClient, img_url: str, job_id: str | None = None) -> dict[str, Any]:
-    body = {"jobId": job_id or str(uuid.uuid4()), "type": "ingest", "imgUrl": img_url}
-    response = await client.post("/results/enqueue", json=body)
+    response = await client.post("/results/enqueue", json=enqueue_body(img_url, job_id))
     assert response.status_code == 202, response.text
     view: dict[str, Any] = response.json()
     return view
@@ -60,14 +65,17 @@ async def wait_job(
     client: httpx.AsyncClient, job_id: str, *statuses: str, timeout: float = 15
 ) -> dict[str, Any]:
     """Poll ``GET /results/{jobId}`` (deadline ``timeout``) until its one result is in ``statuses``."""
-    with trio.fail_after(timeout):
-        while True:
-            response = await client.get(f"/results/{job_id}")
-            if response.status_code == 200:
-                (view,) = response.json()
-                if view["status"] in statuses:
-                    return dict(view)
-            await trio.sleep(0.03)
+
+    async def reached() -> dict[str, Any] | None:
+        response = await client.get(f"/results/{job_id}")
+        if response.status_code != 200:
+            return None
+        (view,) = response.json()
+        return dict(view) if view["status"] in statuses else None
+
+    return await until(
+        reached, timeout=timeout, what=f"job {job_id} to be {' or '.join(statuses)}", interval=0.03
+    )
 
 
 def completed_lines(proc: JobsvcProcess, job_id: str) -> list[str]:
@@ -136,7 +144,7 @@ async def test_api_and_worker_recover_after_every_backend_is_terminated(
         assert await trio.to_thread.run_sync(image_server.wait_closed, slow_key, 5)
         nursery.cancel_scope.cancel()
 
-    await wait_until(lambda: advisory_locks(database_url) == set(), timeout=10)
+    await until(lambda: advisory_locks(database_url) == set(), timeout=10, thread=True)
     assert statuses(database_url)["Processing"] == 0
 
 
@@ -247,9 +255,10 @@ async def test_postgresql_restart_loses_nothing_accepted_and_readyz_follows(
     async def trickle(client: httpx.AsyncClient) -> None:
         while not stop_trickle.is_set():
             job_id = str(uuid.uuid4())
-            body = {"jobId": job_id, "type": "ingest", "imgUrl": image_server.url(f"/img/{job_id}.png")}
             try:
-                response = await client.post("/results/enqueue", json=body)
+                response = await client.post(
+                    "/results/enqueue", json=enqueue_body(image_server.url(f"/img/{job_id}.png"), job_id)
+                )
             except httpx.TransportError as exc:  # the API process itself must never go away
                 raise AssertionError(f"the API dropped a request: {exc!r}") from exc
             if response.status_code == 202:
@@ -267,11 +276,11 @@ async def test_postgresql_restart_loses_nothing_accepted_and_readyz_follows(
 
         await trio.to_thread.run_sync(own_postgres.stop)
         stopped = trio.current_time()
-        with trio.fail_after(8):
-            while True:
-                if (await client.get("/readyz")).status_code == 503:
-                    break
-                await trio.sleep(0.05)
+
+        async def not_ready() -> bool:
+            return (await client.get("/readyz")).status_code == 503
+
+        await until(not_ready, timeout=8, what="/readyz to answer 503", interval=0.05)
         not_ready_after = trio.current_time() - stopped
         # the trickle saw the outage too: 503 JSON, never 500 or HTML
         await until(lambda: bool(answers), timeout=10)
@@ -290,11 +299,13 @@ async def test_postgresql_restart_loses_nothing_accepted_and_readyz_follows(
         f"after start; {len(accepted)} accepted, {len(answers)} refused with 503"
     )
     with suppress(trio.TooSlowError):  # the assertion below says what is missing
-        await wait_until(lambda: count_completed(url, accepted) == len(accepted), timeout=60, interval=0.2)
+        await until(
+            lambda: count_completed(url, accepted) == len(accepted), timeout=60, interval=0.2, thread=True
+        )
     assert count_completed(url, accepted) == len(accepted), worker.output()[-3000:]
     assert statuses(url)["Processing"] == 0
     assert statuses(url)["Queued"] == 0
-    await wait_until(lambda: advisory_locks(url) == set(), timeout=10)
+    await until(lambda: advisory_locks(url) == set(), timeout=10, thread=True)
 
 
 def count_completed(url: str, job_ids: list[str]) -> int:

@@ -6,7 +6,6 @@ S3 unreachable mid-run; every backend connection terminated; PostgreSQL restarte
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,12 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from jobsvc.model import Status
-from tests.fixtures.processes import JobsvcProcess, service_env
-from tests.support import advisory_locks, enqueue, row, wait_status, wait_until
+from tests.fixtures.processes import Spawn, service_env
+from tests.helpers import advisory_locks, enqueue, row, until, wait_status
 
 pytestmark = pytest.mark.slow
-
-Spawn = Callable[..., JobsvcProcess]
 
 
 async def test_s3_outage_is_transient_and_jobs_complete_when_it_returns(
@@ -51,7 +48,7 @@ async def test_s3_outage_is_transient_and_jobs_complete_when_it_returns(
     # over 8 MiB: uploaded in parts, so an outage must not leave a multipart upload behind
     jobs = [enqueue(database_url, image_server.url(f"/big/{9_000_000 + i}.png")) for i in range(3)]
     # every job fails its upload at least once while the store is away, and is requeued
-    await wait_until(lambda: all(row(database_url, j.id).attempts >= 2 for j in jobs), timeout=30)
+    await until(lambda: all(row(database_url, j.id).attempts >= 2 for j in jobs), timeout=30, thread=True)
     assert all(row(database_url, j.id).status is not Status.FAILED for j in jobs)
     proxy.start()
     for job in jobs:
@@ -67,7 +64,7 @@ async def test_s3_outage_is_transient_and_jobs_complete_when_it_returns(
 async def test_worker_recovers_after_every_backend_is_terminated(
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
-    from tests.support import connect
+    from tests.helpers import connect
 
     worker = spawn(
         "worker",
@@ -77,7 +74,7 @@ async def test_worker_recovers_after_every_backend_is_terminated(
     path = f"/stall-once/{key}/a.png"
     stalled = enqueue(database_url, image_server.url(path))
     # the first (stalling) request must have reached the server, or the retry would stall
-    await wait_until(lambda: image_server.hits(path) == 1, timeout=15)
+    await until(lambda: image_server.hits(path) == 1, timeout=15, thread=True)
     with connect(database_url) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity"
@@ -88,4 +85,4 @@ async def test_worker_recovers_after_every_backend_is_terminated(
     assert done.attempts == 2, worker.output()[-3000:]
     fresh = enqueue(database_url, image_server.url("/img/after.png"))
     await wait_status(database_url, fresh.id, Status.COMPLETED, timeout=10)
-    await wait_until(lambda: advisory_locks(database_url) == set(), timeout=10)
+    await until(lambda: advisory_locks(database_url) == set(), timeout=10, thread=True)

@@ -5,7 +5,6 @@ server. The async client runs each scenario under trio and under asyncio."""
 from __future__ import annotations
 
 import io
-import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +17,8 @@ import pytest
 import jobsvc
 from tests.fixtures.database import PgServer, migrated_database
 from tests.fixtures.images import IMAGES, ImageServer
-from tests.fixtures.processes import JobsvcProcess, service_env
+from tests.fixtures.processes import open_stack
 from tests.fixtures.proxy import TcpProxy
-from tests.integration.test_client_cli import STARTUP_TIMEOUT, listening_url, ready, wait_for
 
 PNG = IMAGES["png"][0]
 LATER = datetime.now(UTC) + timedelta(days=1)
@@ -31,21 +29,11 @@ BACKENDS = ["trio", "asyncio"]
 def api_url(pg_server: PgServer, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`jobsvc api` and `jobsvc worker`, ready, shared by the module; both must exit 0 on SIGTERM."""
     tmp = tmp_path_factory.mktemp("library-client")
-    with migrated_database(pg_server, template_db, prefix="jobsvc_lib") as database_url:
-        env = service_env(database_url, f"file://{tmp / 'results'}", JOBSVC_CONCURRENCY="4")
-        api = JobsvcProcess(["api", "--port", "0"], env, tmp / "api.log")
-        worker = JobsvcProcess(["worker"], env, tmp / "worker.log")
-        try:
-            url = listening_url(api)
-            wait_for(lambda: ready(url), STARTUP_TIMEOUT, "/readyz")
-            yield url
-            for proc in (api, worker):
-                proc.signal(signal.SIGTERM)
-            codes = [proc.wait(20) for proc in (api, worker)]
-            assert codes == [0, 0], api.output() + worker.output()
-        finally:
-            api.stop()
-            worker.stop()
+    with (
+        migrated_database(pg_server, template_db, prefix="jobsvc_lib") as database_url,
+        open_stack(database_url, tmp, JOBSVC_CONCURRENCY="4") as stack,
+    ):
+        yield stack.url
 
 
 def image(server: ImageServer, name: str = "cat.png") -> str:

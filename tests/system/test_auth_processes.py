@@ -10,13 +10,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from tests.fixtures.images import ImageServer
-from tests.fixtures.processes import service_env
-from tests.services import start_api
+from tests.fixtures.processes import Spawn, service_env, start_api
+from tests.helpers import enqueue_body, until
 
 #: jobsvc.api.auth.CACHE_SECONDS: how long a revoked key may still be accepted.
 REVOCATION_BOUND = 5.0
@@ -29,7 +28,7 @@ def jobsvc(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 async def test_keys_cli_api_and_client_with_keys_on_and_no_token_in_any_log(
-    database_url: str, spawn: Any, tmp_path: Path, image_server: ImageServer
+    database_url: str, spawn: Spawn, tmp_path: Path, image_server: ImageServer
 ) -> None:
     env = service_env(database_url, f"file://{tmp_path / 'results'}", JOBSVC_LOG_LEVEL="DEBUG")
     del env["JOBSVC_AUTH"]  # `jobsvc api`'s default: keys
@@ -58,7 +57,7 @@ async def test_keys_cli_api_and_client_with_keys_on_and_no_token_in_any_log(
         assert set(refused.json()) == {"error"}
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/openapi.json")).status_code == 200
-        body = {"jobId": job, "type": "ingest", "imgUrl": img}
+        body = enqueue_body(img, job)
         enq = await http.post("/results/enqueue", json=body, headers={"Authorization": f"Bearer {reader}"})
         assert enq.status_code == 403
         enq = await http.post("/results/enqueue", json=body, headers={"Authorization": f"Bearer {acme}"})
@@ -88,11 +87,11 @@ async def test_keys_cli_api_and_client_with_keys_on_and_no_token_in_any_log(
         revoked = jobsvc("keys", "revoke", key_id, env=env)
         assert revoked.returncode == 0, revoked.stderr
         began = time.monotonic()
-        with trio.fail_after(REVOCATION_BOUND + 2):
-            while True:
-                if (await http.get("/results/list", headers=headers)).status_code == 401:
-                    break
-                await trio.sleep(0.1)
+
+        async def refused_now() -> bool:
+            return (await http.get("/results/list", headers=headers)).status_code == 401
+
+        await until(refused_now, timeout=REVOCATION_BOUND + 2, what="the key to be refused", interval=0.1)
         took = time.monotonic() - began
         print(f"revocation took effect after {took:.2f}s")
         assert took <= REVOCATION_BOUND + 0.5, took

@@ -18,130 +18,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-import httpx
 import pytest
 
 from tests.fixtures.database import PgServer, migrated_database
 from tests.fixtures.images import ImageServer
-from tests.fixtures.processes import JobsvcProcess, service_env
-
-T = TypeVar("T")
-STARTUP_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 30.0
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``predicate`` until truthy, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def client_env() -> dict[str, str]:
-    """The client reads no JOBSVC_* variable; proxies must not reroute loopback."""
-    drop = ("JOBSVC_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-
-
-def run_cli(
-    *args: str, url: str, timeout: float = COMMAND_TIMEOUT, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``jobsvc <args> --url <url>`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "jobsvc.cli", *args, "--url", url],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=client_env(),
-        cwd=cwd,
-        check=False,
-    )
-
-
-@dataclass
-class Stack:
-    url: str
-    api: JobsvcProcess
-    worker: JobsvcProcess
-    results: Path
-
-    def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, url=self.url, cwd=cwd)
-
-    def start(self, *args: str, tmp: Path) -> Background:
-        """``jobsvc <args> --url <the stack>`` in the background, output to files."""
-        name = f"{args[0]}-{uuid.uuid4().hex[:8]}"
-        out, err = (tmp / f"{name}.out").open("w"), (tmp / f"{name}.err").open("w")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "jobsvc.cli", *args, "--url", self.url],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            env=client_env(),
-        )
-        return Background(popen, tmp / f"{name}.out", tmp / f"{name}.err")
-
-    def views(self, job_id: str) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self.url}/results/{job_id}", timeout=5)
-        response.raise_for_status()
-        views: list[dict[str, Any]] = response.json()
-        return views
-
-    def wait_status(self, job_id: str, *statuses: str, timeout: float = 15) -> list[dict[str, Any]]:
-        def reached() -> list[dict[str, Any]] | None:
-            views = self.views(job_id)
-            return views if views and all(v["status"] in statuses for v in views) else None
-
-        return wait_for(reached, timeout, f"job {job_id} to be {' or '.join(statuses)}")
-
-
-@dataclass
-class Background:
-    popen: subprocess.Popen[bytes]
-    out_path: Path
-    err_path: Path
-
-    @property
-    def out(self) -> str:
-        return self.out_path.read_text()
-
-    @property
-    def err(self) -> str:
-        return self.err_path.read_text()
-
-    def wait(self, timeout: float) -> int:
-        return self.popen.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(timeout=10)
-
-
-def listening_url(proc: JobsvcProcess) -> str:
-    def bound() -> str | None:
-        found = re.search(r"jobsvc api: listening on (http://\S+)", proc.output())
-        if proc.popen.poll() is not None:
-            pytest.fail(f"jobsvc api exited with {proc.popen.returncode}:\n{proc.output()}")
-        return found.group(1) if found else None
-
-    return wait_for(bound, STARTUP_TIMEOUT, "jobsvc api to listen")
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+from tests.fixtures.processes import COMMAND_TIMEOUT, Background, Stack, client_env, open_stack, run_cli
+from tests.helpers import until_sync
 
 
 @pytest.fixture(scope="module")
@@ -153,35 +37,11 @@ def stack_database_url(pg_server: PgServer, template_db: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def stack(stack_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """`jobsvc api` (on a free port) and `jobsvc worker`, ready, shared by the module.
-
-    Started once (a stack takes seconds to start); stopped with SIGTERM at the end,
-    and both must then exit 0.
-    """
+    """`jobsvc api` and `jobsvc worker`, ready, shared by the module (`open_stack`)."""
     tmp = tmp_path_factory.mktemp("client-cli")
-    results = tmp / "results"
-    env = service_env(
-        stack_database_url,
-        f"file://{results}",
-        JOBSVC_RESCUE_INTERVAL="1",
-        JOBSVC_SHUTDOWN_GRACE="2",
-        JOBSVC_CONCURRENCY="4",
-    )
-    api = JobsvcProcess(["api", "--port", "0"], env, tmp / "api.log")
-    worker = JobsvcProcess(["worker"], env, tmp / "worker.log")
-    try:
-        url = listening_url(api)
-        wait_for(lambda: ready(url), STARTUP_TIMEOUT, "/readyz")
-        yield Stack(url, api, worker, results)
-        for proc in (api, worker):
-            if proc.popen.poll() is None:
-                proc.signal(signal.SIGTERM)
-        codes = {proc.args[0]: proc.wait(20) for proc in (api, worker)}
-        logs = api.output() + worker.output()
-    finally:
-        api.stop()
-        worker.stop()
-    assert codes == {"api": 0, "worker": 0}, logs
+    env = {"JOBSVC_RESCUE_INTERVAL": "1", "JOBSVC_SHUTDOWN_GRACE": "2", "JOBSVC_CONCURRENCY": "4"}
+    with open_stack(stack_database_url, tmp, **env) as started:
+        yield started
 
 
 @pytest.fixture
@@ -321,7 +181,7 @@ def test_cancel_a_running_job_and_watch_exits_1_canceled(
     assert "timed out after 0.5s" in timed_out.stderr and "1 Processing" in timed_out.stderr
 
     watcher = background(stack, "watch", job_id)
-    wait_for(lambda: "Processing" in watcher.out, 10, "watch to print the current state")
+    until_sync(lambda: "Processing" in watcher.out, timeout=10, what="watch to print the current state")
     canceled = stack.run("cancel", job_id)
     assert canceled.returncode == 0, canceled.stderr
     assert canceled.stdout.split()[0] == job_id
@@ -548,14 +408,14 @@ def test_watch_all_follows_new_jobs_and_ctrl_c_exits_0(
     stack: Stack, image_server: ImageServer, background: Callable[..., Background]
 ) -> None:
     watcher = background(stack, "watch", "--json")
-    wait_for(lambda: "following every job" in watcher.err, 15, "watch to subscribe")
+    until_sync(lambda: "following every job" in watcher.err, timeout=15, what="watch to subscribe")
     job_id = job_id_of(stack.run("enqueue", image_server.url("/img/cli-all.png")))
 
     def statuses() -> list[str] | None:
         seen = [v["status"] for v in map(json.loads, watcher.out.splitlines()) if v["jobId"] == job_id]
         return seen if "Completed" in seen else None
 
-    seen = wait_for(statuses, 15, "the Completed event")
+    seen = until_sync(statuses, timeout=15, what="the Completed event")
     # Changes in quick succession may arrive as one event: in order, never repeated.
     order = ["Queued", "Processing", "Completed"]
     assert seen[-1] == "Completed" and seen == sorted(set(seen), key=order.index)
