@@ -63,6 +63,12 @@ _DASHBOARD_CSP = (
 )
 
 
+#: index.html says which JOBSVC_AUTH the page meets: "keys" as shipped (the closed
+#: choice), "off" written over it when the service asks for no token. With keys and no
+#: token kept, the page asks for one before making any request.
+_AUTH_META = b'<meta name="jobsvc-auth" content="%s">'
+
+
 def _file(root: Traversable, name: str, content_type: str, *, cache: str = "no-cache") -> Response:
     try:
         body = (root / name).read_bytes()
@@ -82,7 +88,10 @@ async def root() -> Response:
 @hide
 @public  # the page holds no data: it asks for a token and reads the API with it
 async def dashboard() -> Response:
-    response = _file(_PAGE_FILES, "index.html", "text/html; charset=utf-8")
+    page = (_PAGE_FILES / "index.html").read_bytes()
+    if services().settings.auth != "keys":
+        page = page.replace(_AUTH_META % b"keys", _AUTH_META % b"off", 1)
+    response = Response(page, content_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
     response.headers["Content-Security-Policy"] = _DASHBOARD_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

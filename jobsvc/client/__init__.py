@@ -8,6 +8,9 @@
     sse.py       the Server-Sent Events parser (pure)
     display.py   the table, the watch lines and progress line, `JobTracker`
     commands.py  argparse wiring and the commands, thin users of `http`
+    arguments.py what the flags accept (argparse types, ``--run-at``)
+    exits.py     the exit codes; a `ClientError` to one stderr line and a code
+    watching.py  ``watch``: the live line, the ticking clock, the state changes
 
 `jobsvc.cli` imports `jobsvc.client.commands.add_commands`. The names below are
 re-exported as before the split, each imported on first use (PEP 562): importing this
@@ -20,8 +23,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from jobsvc.client.arguments import parse_run_at as parse_run_at
     from jobsvc.client.commands import add_commands as add_commands
-    from jobsvc.client.commands import parse_run_at as parse_run_at
     from jobsvc.client.display import Display as Display
     from jobsvc.client.display import JobTracker as JobTracker
     from jobsvc.client.display import format_change as format_change
@@ -44,7 +47,7 @@ _EXPORTS = {
     "format_change": "jobsvc.client.display",
     "format_duration": "jobsvc.client.display",
     "format_table": "jobsvc.client.display",
-    "parse_run_at": "jobsvc.client.commands",
+    "parse_run_at": "jobsvc.client.arguments",
     "progress_line": "jobsvc.client.display",
 }
 

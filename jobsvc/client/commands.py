@@ -1,19 +1,12 @@
 """The client commands of a running API: ``enqueue``, ``list``, ``get``, ``cancel``,
-``retry``, ``download``, ``watch``.
+``retry``, ``download``, ``watch``: their parsers, and all but ``watch`` itself.
 
 Each command is a short-lived process that talks HTTP to ``--url`` (default
-``JOBSVC_URL``, else ``http://127.0.0.1:8000``) through `jobsvc.client.http`. Exit
-codes, shared with `jobsvc.cli`:
+``JOBSVC_URL``, else ``http://127.0.0.1:8000``) through `jobsvc.client.http`.
 
-    0    the request succeeded (``watch JOBID``: every result ended Completed)
-    1    the API refused the request (its error sentence goes to stderr), the
-         watched job ended Failed or Canceled, or ``watch --timeout`` passed
-    2    bad usage: a malformed flag or job id, decided here before any request;
-         also the API's 400 to a command that names a job (its id or file was malformed)
-    3    the API could not be reached, or answered 502/503/504
-    130  interrupted (Ctrl-C) before the end; ``watch`` without JOBID exits 0
-
-A `ClientError` becomes one line on stderr and an exit code in one place, `_command`.
+    arguments.py  what the flags accept, decided before any request (exit 2)
+    exits.py      the exit codes, and `command`: a `ClientError` to one line and a code
+    watching.py   ``watch``: the live line, the ticking clock, the state changes
 
 Loading this module imports nothing heavier than the standard library: it builds
 the parser of every ``jobsvc`` invocation, ``--version`` included. httpx, pydantic
@@ -24,56 +17,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import aclosing
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from jobsvc.errors import InvalidRequest
-from jobsvc.model import Status, check_file_name
+from jobsvc.client.arguments import (
+    DEFAULT_URL,
+    STATUSES,
+    job_id_arg,
+    positive_float,
+    positive_int,
+    result_file_arg,
+    run_at_arg,
+    status_arg,
+    url_arg,
+)
+from jobsvc.client.exits import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_USAGE,
+    WATCH_EXIT_CODES_HELP,
+    command,
+)
+from jobsvc.client.watching import cmd_watch
 
 if TYPE_CHECKING:
-    from jobsvc.client.display import Display, JobTracker
-    from jobsvc.client.http import AsyncClient
     from jobsvc.schemas import CancelResponse, JobView
 
-__all__ = ["add_commands", "parse_run_at"]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-DEFAULT_URL = "http://127.0.0.1:8000"
-#: How often ``watch`` redraws its progress line on a terminal, so the elapsed time runs.
-TICK = 1.0
-
-_STATUSES = [s.value for s in Status]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Below this, a number given to --run-at is surely epoch *seconds* (it would be before 1973).
-_MIN_EPOCH_MS = 10**11
-
-_EXIT_CODES = """\
-exit codes:
-  0  success
-  1  the API refused the request (its reason is printed on stderr)
-  2  bad usage (a malformed flag or job id; also the API's 400 to a command that names a job)
-  3  the API could not be reached (or answered 502/503/504)
-  130  interrupted (Ctrl-C)
-"""
-_WATCH_EXIT_CODES = """\
-exit codes:
-  0  every result of JOBID ended Completed; without JOBID: interrupted, or --timeout
-  1  a result ended Failed or Canceled, --timeout passed, or the API refused the request
-  2  bad usage (a malformed flag or job id, or the API answered 400 to it)
-  3  the API could not be reached (or answered 502/503/504), or the event stream was lost
-  130  interrupted (Ctrl-C) while following JOBID
-"""
+__all__ = ["add_commands"]
 
 
 # --- the commands --------------------------------------------------------------------
@@ -106,7 +81,7 @@ def _add_enqueue(sub: Subparsers) -> None:
     enqueue.add_argument("img_url", metavar="IMG_URL", help="absolute http(s) URL of the image")
     enqueue.add_argument(
         "--job-id",
-        type=_job_id_arg,
+        type=job_id_arg,
         metavar="UUID",
         help="the job's id (default: a new random UUID); reuse it to add more results to one job",
     )
@@ -114,13 +89,13 @@ def _add_enqueue(sub: Subparsers) -> None:
     enqueue.add_argument("--priority", type=int, metavar="N", help="-100..100, higher runs first (default 0)")
     enqueue.add_argument(
         "--run-at",
-        type=_run_at_arg,
+        type=run_at_arg,
         metavar="TIME",
         help="not before this time: ISO-8601 (2026-12-01T09:30:00Z; no zone = local time) "
         "or epoch milliseconds",
     )
     enqueue.add_argument("--max-attempts", type=int, metavar="N", help="1..10 (default: the server's)")
-    enqueue.set_defaults(func=_command(cmd_enqueue))
+    enqueue.set_defaults(func=command(cmd_enqueue))
 
 
 def _add_list(sub: Subparsers) -> None:
@@ -131,16 +106,16 @@ def _add_list(sub: Subparsers) -> None:
         "List results as a table (or the job views as a JSON array with --json), oldest first.",
     )
     listing.add_argument(
-        "--status", type=_status_arg, metavar="STATUS", help="only this status: " + ", ".join(_STATUSES)
+        "--status", type=status_arg, metavar="STATUS", help="only this status: " + ", ".join(STATUSES)
     )
-    listing.add_argument("--job-id", type=_job_id_arg, metavar="UUID", help="only the results of this job")
+    listing.add_argument("--job-id", type=job_id_arg, metavar="UUID", help="only the results of this job")
     listing.add_argument(
-        "--limit", type=_positive_int, metavar="N", help="rows per request (server default 100, max 1000)"
+        "--limit", type=positive_int, metavar="N", help="rows per request (server default 100, max 1000)"
     )
     listing.add_argument(
         "--all", action="store_true", help="follow the pagination (Link rel=next) to fetch every row"
     )
-    listing.set_defaults(func=_command(cmd_list))
+    listing.set_defaults(func=command(cmd_list))
 
 
 def _add_get(sub: Subparsers) -> None:
@@ -151,8 +126,8 @@ def _add_get(sub: Subparsers) -> None:
         "Show every result of a job as a table: result file, status, attempts, age, "
         "duration and error (the job views as a JSON array with --json).",
     )
-    get.add_argument("job_id", type=_job_id_arg, metavar="JOBID", help="the job's id")
-    get.set_defaults(func=_command(cmd_get, bad_request=EXIT_USAGE))
+    get.add_argument("job_id", type=job_id_arg, metavar="JOBID", help="the job's id")
+    get.set_defaults(func=command(cmd_get, bad_request=EXIT_USAGE))
 
 
 def _add_cancel(sub: Subparsers) -> None:
@@ -164,8 +139,8 @@ def _add_cancel(sub: Subparsers) -> None:
         "within moments (their worker is told). Finished results stay as they are. "
         "Prints the job's status and each result's.",
     )
-    cancel.add_argument("job_id", type=_job_id_arg, metavar="JOBID", help="the job's id")
-    cancel.set_defaults(func=_command(cmd_cancel, bad_request=EXIT_USAGE))
+    cancel.add_argument("job_id", type=job_id_arg, metavar="JOBID", help="the job's id")
+    cancel.set_defaults(func=command(cmd_cancel, bad_request=EXIT_USAGE))
 
 
 def _add_retry(sub: Subparsers) -> None:
@@ -177,8 +152,8 @@ def _add_retry(sub: Subparsers) -> None:
         "counted from 0 again; other results stay as they are. Prints the job's status and "
         "each result's.",
     )
-    retry.add_argument("job_id", type=_job_id_arg, metavar="JOBID", help="the job's id")
-    retry.set_defaults(func=_command(cmd_retry, bad_request=EXIT_USAGE))
+    retry.add_argument("job_id", type=job_id_arg, metavar="JOBID", help="the job's id")
+    retry.set_defaults(func=command(cmd_retry, bad_request=EXIT_USAGE))
 
 
 def _add_download(sub: Subparsers) -> None:
@@ -192,9 +167,9 @@ def _add_download(sub: Subparsers) -> None:
         "leaves nothing behind; an existing file is replaced. Prints the path and size "
         "(a JSON object with --json).",
     )
-    download.add_argument("job_id", type=_job_id_arg, metavar="JOBID", help="the job's id")
+    download.add_argument("job_id", type=job_id_arg, metavar="JOBID", help="the job's id")
     download.add_argument(
-        "result_file", type=_result_file_arg, metavar="FILE", help="the result file (as `get` shows it)"
+        "result_file", type=result_file_arg, metavar="FILE", help="the result file (as `get` shows it)"
     )
     download.add_argument(
         "-o",
@@ -202,7 +177,7 @@ def _add_download(sub: Subparsers) -> None:
         metavar="PATH",
         help="where to write: a file, a directory (FILE inside it), or - for stdout (default: ./FILE)",
     )
-    download.set_defaults(func=_command(cmd_download, bad_request=EXIT_USAGE))
+    download.set_defaults(func=command(cmd_download, bad_request=EXIT_USAGE))
 
 
 def _add_watch(sub: Subparsers) -> None:
@@ -215,18 +190,18 @@ def _add_watch(sub: Subparsers) -> None:
         "job's current state, follow it (a progress line when stdout is a terminal) and "
         "exit when every result is finished: 0 if all Completed, 1 if any Failed or "
         "Canceled. Without JOBID: follow every job until interrupted (Ctrl-C exits 0).",
-        exit_codes=_WATCH_EXIT_CODES,
+        exit_codes=WATCH_EXIT_CODES_HELP,
     )
     watch.add_argument(
-        "job_id", nargs="?", type=_job_id_arg, metavar="JOBID", help="the job to follow (default: all jobs)"
+        "job_id", nargs="?", type=job_id_arg, metavar="JOBID", help="the job to follow (default: all jobs)"
     )
     watch.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         metavar="S",
         help="give up after S seconds: exit 1 with JOBID; without JOBID, stop following (exit 0)",
     )
-    watch.set_defaults(func=_command(cmd_watch, bad_request=EXIT_USAGE))
+    watch.set_defaults(func=command(cmd_watch, bad_request=EXIT_USAGE))
 
 
 def _client_parser(
@@ -234,7 +209,7 @@ def _client_parser(
     name: str,
     summary: str,
     description: str,
-    exit_codes: str = _EXIT_CODES,
+    exit_codes: str = EXIT_CODES_HELP,
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         name,
@@ -245,7 +220,7 @@ def _client_parser(
     )
     parser.add_argument(
         "--url",
-        type=_url_arg,  # argparse applies it to a string default too: a bad JOBSVC_URL is usage
+        type=url_arg,  # argparse applies it to a string default too: a bad JOBSVC_URL is usage
         default=os.environ.get("JOBSVC_URL") or DEFAULT_URL,
         metavar="API_URL",
         help=f"base URL of the jobsvc API (default: JOBSVC_URL, else {DEFAULT_URL})",
@@ -259,37 +234,6 @@ def _client_parser(
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(command_name=name)
     return parser
-
-
-def _command(
-    run: Callable[[argparse.Namespace], int], *, bad_request: int = EXIT_FAILED
-) -> Callable[[argparse.Namespace], int]:
-    """Print a `ClientError` as one line on stderr and return its exit code.
-
-    ``bad_request`` is the exit code of the API's 400: `EXIT_USAGE` for the commands
-    whose only input is a job id (and file name), as the client's own check of the id
-    would have said; `EXIT_FAILED` for ``enqueue``, whose 400 also means an unreachable
-    or non-image URL (refused, not misused).
-    """
-
-    def command(args: argparse.Namespace) -> int:
-        from jobsvc.client.core import ClientError  # httpx and pydantic: only when a command runs
-
-        try:
-            return run(args)
-        except ClientError as exc:
-            print(f"jobsvc {args.command_name}: {exc}", file=sys.stderr)
-            if exc.unavailable:
-                return EXIT_UNAVAILABLE
-            return bad_request if exc.status == 400 else EXIT_FAILED
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:
-            # The reader went away (`jobsvc list | head`): not an error of ours.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return EXIT_OK
-
-    return command
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
@@ -401,215 +345,5 @@ def cmd_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    import trio
-
-    from jobsvc.client.display import Display
-
-    live = not args.json and args.job_id is not None and sys.stdout.isatty()
-    display = Display(sys.stdout, as_json=args.json, live=live)
-    try:
-        return trio.run(_watch, args, display)
-    except KeyboardInterrupt:
-        return EXIT_OK if args.job_id is None else EXIT_INTERRUPTED
-    finally:
-        display.close()
-
-
-async def _watch(args: argparse.Namespace, display: Display) -> int:
-    import trio
-
-    from jobsvc.client.core import ClientError
-    from jobsvc.client.display import JobTracker
-    from jobsvc.client.http import AsyncClient
-
-    timeout = math.inf if args.timeout is None else args.timeout
-    async with AsyncClient(args.url, token=args.token) as client:
-        if args.job_id is None:
-            with trio.move_on_after(timeout):
-                await _watch_all(client, display)
-            return EXIT_OK
-        tracker = JobTracker(args.job_id)
-        with trio.move_on_after(timeout):
-            return await _watch_job(client, tracker, display)
-    display.close()
-    summary = tracker.summary() or "no result seen yet"
-    raise ClientError(f"timed out after {args.timeout:g}s waiting for job {args.job_id} ({summary})")
-
-
-async def _watch_all(client: AsyncClient, display: Display) -> None:
-    """Print every job's changes until cancelled; a line on stderr at each (re)connection."""
-    connections = 0
-
-    def connected() -> None:
-        nonlocal connections
-        connections += 1
-        if connections == 1:
-            message = f"following every job at {client.url}; Ctrl-C stops"
-        else:
-            message = "reconnected; changes made while disconnected are not shown"
-        print(f"jobsvc watch: {message}", file=sys.stderr, flush=True)
-
-    async with aclosing(client.events(None, on_connect=connected)) as views:
-        async for view in views:
-            display.show(view)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def _watch_job(
-    client: AsyncClient, tracker: JobTracker, display: Display, *, now_ms: Callable[[], int] = _now_ms
-) -> int:
-    """Print the job's current state, then follow its events until every result is finished.
-
-    On a terminal (``display.live``) the progress line below the changes shows the time
-    since the job was created or started, redrawn every `TICK` seconds from the local
-    clock (``now_ms``): the server is asked nothing more.
-    """
-    from jobsvc.client.display import progress_line
-
-    views = await client.get(tracker.job_id)
-    if views:  # the API's spelling of the id, which its events carry
-        tracker.job_id = str(views[0].job_id)
-    for view in views:
-        if tracker.update(view):
-            display.show(view)
-    display.progress(progress_line(tracker, now_ms=now_ms()))
-    if not tracker.finished:
-        await _follow_job(client, tracker, display, now_ms)
-    display.close()
-    if not tracker.all_completed:
-        print(f"jobsvc watch: job {tracker.job_id} finished: {tracker.summary()}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-async def _follow_job(
-    client: AsyncClient, tracker: JobTracker, display: Display, now_ms: Callable[[], int]
-) -> None:
-    """Show each change of the job until it is finished, with the clock ticking beside.
-
-    The clock task never fails, so an error here is the event stream's own: it is raised
-    as itself, out of the nursery's exception group, for `_command` to turn into an exit
-    code (or `cmd_watch` into 130 for Ctrl-C). Cancellation (``--timeout``) closes the
-    stream and stops the clock.
-    """
-    import trio
-
-    from jobsvc.client.display import progress_line
-
-    async def tick() -> None:
-        while True:
-            await trio.sleep(TICK)
-            display.progress(progress_line(tracker, now_ms=now_ms()))
-
-    try:
-        async with trio.open_nursery() as nursery:
-            if display.live:
-                nursery.start_soon(tick)
-            async with aclosing(client.events(tracker.job_id)) as events:
-                async for view in events:
-                    if tracker.update(view):
-                        display.show(view)
-                        display.progress(progress_line(tracker, now_ms=now_ms()))
-                    if tracker.finished:
-                        break
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-
-
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-# --- argument types -----------------------------------------------------------------
-
-
-def _url_arg(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(
-            f"expected an http(s) URL such as {DEFAULT_URL} (--url, or JOBSVC_URL), got {text!r}"
-        )
-    return text.rstrip("/")
-
-
-def _job_id_arg(text: str) -> str:
-    """A job id as the API requires it (`jobsvc.model.parse_job_id`), decided before any request."""
-    try:
-        value = uuid.UUID(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a job id (a UUID such as {uuid.UUID(int=1)}), got {text!r:.60}"
-        ) from None
-    if value.int == 0:
-        raise argparse.ArgumentTypeError("the nil UUID is not a job id")
-    return str(value)
-
-
-def _result_file_arg(text: str) -> str:
-    """A name that could have been stored: no path, so ``./FILE`` stays in the current directory."""
-    try:
-        return check_file_name(text)
-    except InvalidRequest as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _status_arg(text: str) -> str:
-    for status in _STATUSES:
-        if text.lower() == status.lower():
-            return status
-    raise argparse.ArgumentTypeError(f"expected one of {', '.join(_STATUSES)}, got {text!r}")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _run_at_arg(text: str) -> int:
-    try:
-        return parse_run_at(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_run_at(text: str) -> int:
-    """``--run-at``: epoch milliseconds, or an ISO-8601 time (no zone means local time)."""
-    value = text.strip()
-    if re.fullmatch(r"[0-9]+", value):
-        ms = int(value)
-        if ms < _MIN_EPOCH_MS:
-            raise ValueError(
-                f"{value} looks like epoch seconds; --run-at takes epoch milliseconds or ISO-8601"
-            )
-        return ms
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"expected an ISO-8601 time (2026-12-01T09:30:00Z) or epoch milliseconds, got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # the local time zone, as `date` would read it
-    return (moment - _EPOCH) // timedelta(milliseconds=1)

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from jobsvc.schemas import StatsBody
-from tests.fixtures.app import Api
+from tests.fixtures.app import Api, OpenApi
 
 
 def local_references(html: str) -> list[str]:
@@ -46,6 +46,14 @@ async def test_dashboard_page_and_assets_are_served_from_the_package(api: Api) -
     # The SVG namespace is a name, not a request; nothing else may point off the service.
     assert not re.findall(r"https?://(?!www\.w3\.org/2000/svg\b)", script)
     assert "new EventSource" not in script  # it could not send the Authorization header
+
+
+@pytest.mark.parametrize("auth", ["keys", "off"])
+async def test_dashboard_page_says_whether_the_service_asks_for_a_token(open_api: OpenApi, auth: str) -> None:
+    """The page asks for a token before any request only when the service wants one."""
+    async with open_api(auth=auth) as api:
+        html = await (await api.client.get("/dashboard")).get_data(as_text=True)
+    assert re.findall(r'<meta name="jobsvc-auth" content="(\w+)">', html) == [auth]
 
 
 @pytest.mark.parametrize("name", ["index.html", "..%2Fdashboard.py", "nope.js", "docs.html"])

@@ -39,7 +39,9 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers, cache: "no-store" });
   if (response.status === 401) {
     const reason = await errorOf(response);
-    askForToken(state.token ? `The token was refused: ${reason}` : "This service asks for a token.");
+    const refused = Boolean(state.token);
+    forgetToken();
+    askForToken(refused ? `The token was refused: ${reason}` : "This service asks for a token.");
     throw new AuthRequired(reason);
   }
   return response;
@@ -62,12 +64,47 @@ function notice(text) {
 
 // --- token prompt ----------------------------------------------------------------------
 
+// The server writes its JOBSVC_AUTH into the page: with keys and no token the page asks
+// at once rather than spending a request on the 401 it knows it would get.
+const AUTH = $('meta[name="jobsvc-auth"]')?.content || "keys";
+
 function askForToken(reason) {
   stopStream();
+  clearView();
   $("#login-reason").textContent = reason;
   $("#login").hidden = false;
   $("#main").hidden = true;
+  $("#logout").hidden = true;
   $("#login input[name=token]").focus();
+}
+
+// A refused or forgotten token is dropped from the session: a reload must not send it again.
+function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+}
+
+// Nothing read with one token stays on screen for the next (or for nobody).
+function clearView() {
+  state.rows.clear();
+  rowsEl.replaceChildren();
+  $("#shown").textContent = "0";
+  for (const status of STATUSES) $(`[data-count="${status}"]`).textContent = "–";
+  state.finished.clear();
+  renderChart();
+  state.stats.oldestMs = null;
+  state.stats.queued = 0;
+  $("#oldest-age").textContent = "–";
+  closeDetail();
+  const identity = $("#identity");
+  identity.textContent = "";
+  delete identity.dataset.tenant;
+  notice("");
+}
+
+function start() {
+  if (AUTH === "keys" && !state.token) askForToken("This service asks for a token.");
+  else follow();
 }
 
 $("#login").addEventListener("submit", (event) => {
@@ -83,10 +120,13 @@ $("#login").addEventListener("submit", (event) => {
 });
 
 $("#logout").addEventListener("click", () => {
-  sessionStorage.removeItem(TOKEN_KEY);
-  state.token = null;
+  forgetToken();
   $("#logout").hidden = true;
-  follow();
+  if (AUTH === "keys") askForToken("Token forgotten. This service asks for a token.");
+  else {
+    clearView();
+    follow();
+  }
 });
 
 // What the token reads (GET /auth/whoami): its tenant, or every tenant for an admin key.
@@ -340,12 +380,14 @@ async function openDetail(jobId) {
   if (state.detail === jobId) (await response.json()).forEach(renderResult);
 }
 
-$("#detail-close").addEventListener("click", () => {
+$("#detail-close").addEventListener("click", closeDetail);
+
+function closeDetail() {
   state.detail = null;
   $("#detail").hidden = true;
   $("#main").classList.remove("with-detail");
   rowsEl.querySelectorAll("tr.open").forEach((tr) => tr.classList.remove("open"));
-});
+}
 
 function renderResult(view) {
   const holder = $("#detail-results");
@@ -493,4 +535,4 @@ function duration(ms) {
 }
 
 $("#logout").hidden = !state.token;
-follow();
+start();

@@ -1,54 +1,14 @@
-"""jobsvc.client.commands: the flags, --run-at, and watch JOBID on an in-memory API."""
+"""jobsvc.client.commands: the flags each command accepts, through the ``jobsvc`` parser."""
 
 from __future__ import annotations
 
-import argparse
-import io
 import uuid
-from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
-import trio
-import trio.testing
 
 from jobsvc import cli
-from jobsvc.client import commands
-from jobsvc.client.commands import parse_run_at
-from jobsvc.client.display import Display, JobTracker
-from jobsvc.client.http import AsyncClient, ClientError
-from tests.unit.client.support import JOB, fake_api, raw_view, sse
-
-# --- --run-at ----------------------------------------------------------------------------
-
-
-def test_parse_run_at_epoch_milliseconds() -> None:
-    assert parse_run_at("1795988911605") == 1795988911605
-
-
-def test_parse_run_at_iso_with_zone() -> None:
-    assert parse_run_at("2026-01-02T03:04:05Z") == 1767323045000
-    assert parse_run_at("2026-01-02T05:04:05.678+02:00") == 1767323045678
-
-
-def test_parse_run_at_iso_without_zone_is_local_time() -> None:
-    expected = int(datetime(2026, 1, 2, 3, 4, 5).astimezone().timestamp() * 1000)
-    assert parse_run_at("2026-01-02T03:04:05") == expected
-    assert parse_run_at("2026-01-02 03:04:05") == expected
-
-
-def test_parse_run_at_refuses_epoch_seconds() -> None:
-    with pytest.raises(ValueError, match="epoch seconds"):
-        parse_run_at("1700000000")
-
-
-@pytest.mark.parametrize("text", ["tomorrow", "", "-5", "2026-13-01", "12:00"])
-def test_parse_run_at_refuses_garbage(text: str) -> None:
-    with pytest.raises(ValueError, match="ISO-8601"):
-        parse_run_at(text)
-
+from tests.unit.client.support import JOB
 
 # --- arguments ---------------------------------------------------------------------------
 
@@ -156,128 +116,3 @@ def test_a_malformed_job_id_exits_2_before_any_request(capsys: pytest.CaptureFix
         cli.main(["cancel", "nope", "--url", "http://127.0.0.1:9"])
     assert exc.value.code == 2
     assert "expected a job id" in capsys.readouterr().err
-
-
-# --- exit codes of refused requests ------------------------------------------------------
-
-
-def refusing(status: int) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        raise ClientError(f"refused (HTTP {status})", status=status, unavailable=status == 503)
-
-    return run
-
-
-@pytest.mark.parametrize(
-    ("status", "bad_request", "code"),
-    [
-        (400, commands.EXIT_USAGE, 2),  # get, cancel, retry, download, watch: a malformed id or file
-        (400, commands.EXIT_FAILED, 1),  # enqueue: also a URL that is not a reachable image
-        (404, commands.EXIT_USAGE, 1),
-        (409, commands.EXIT_FAILED, 1),
-        (503, commands.EXIT_USAGE, 3),
-    ],
-)
-def test_refused_requests_map_to_exit_codes(
-    status: int, bad_request: int, code: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    command = commands._command(refusing(status), bad_request=bad_request)
-    assert command(argparse.Namespace(command_name="get")) == code
-    assert capsys.readouterr().err == f"jobsvc get: refused (HTTP {status})\n"
-
-
-# --- watch JOBID on an in-memory API ----------------------------------------------------
-
-
-def job_api(current: list[dict[str, Any]], stream: bytes) -> AsyncClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == f"/results/{JOB}":
-            return httpx.Response(200, json=current)
-        assert request.url.path == "/results/events"
-        return httpx.Response(200, content=stream)
-
-    return fake_api(handler)
-
-
-@pytest.mark.parametrize(("final", "code"), [("Completed", 0), ("Failed", 1), ("Canceled", 1)])
-async def test_watch_job_prints_state_then_changes_and_exits_when_finished(
-    final: str, code: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    stream = sse(raw_view("Queued", updated=1), raw_view("Processing", updated=2), raw_view(final, updated=3))
-    out = io.StringIO()
-    async with job_api([raw_view("Queued", updated=1)], stream) as api:
-        assert (
-            await commands._watch_job(api, JobTracker(JOB), Display(out, as_json=False, live=False)) == code
-        )
-    assert [line.split("  ")[3] for line in out.getvalue().splitlines()] == ["Queued", "Processing", final]
-    assert (final in capsys.readouterr().err) is (code == 1)
-
-
-async def test_watch_job_already_finished_does_not_follow() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == f"/results/{JOB}"
-        return httpx.Response(200, json=[raw_view("Completed", updated=5)])
-
-    async with fake_api(handler) as api:
-        tracker = JobTracker(JOB)
-        assert await commands._watch_job(api, tracker, Display(io.StringIO(), as_json=True, live=False)) == 0
-
-
-async def test_watch_job_unknown_job_is_refused() -> None:
-    async with fake_api(lambda r: httpx.Response(404, json={"error": f"job {JOB} does not exist"})) as api:
-        with pytest.raises(ClientError, match="does not exist") as exc:
-            await commands._watch_job(api, JobTracker(JOB), Display(io.StringIO(), as_json=False, live=False))
-    assert exc.value.status == 404 and not exc.value.unavailable
-
-
-async def test_watch_job_on_a_terminal_ticks_the_elapsed_time_between_changes(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # Processing for 3.5 s of (virtual) time, then Completed: the progress line is
-    # redrawn every second in between with no request, and each change is a line.
-    started = 50_000
-    processing = raw_view("Processing", updated=started, startedAt=started, attempts=1)
-    completed = raw_view("Completed", updated=started + 3_500, startedAt=started, attempts=1)
-    requests: list[str] = []
-
-    async def stream() -> AsyncIterator[bytes]:
-        yield sse(processing)
-        await trio.sleep(3.5)
-        yield sse(completed)[len(sse()) :]  # the same stream: without its opening lines
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requests.append(request.url.path)
-        if request.url.path == f"/results/{JOB}":
-            return httpx.Response(200, json=[raw_view("Queued", updated=1_000)])
-        return httpx.Response(200, content=stream())
-
-    def now_ms() -> int:
-        return started + int(trio.current_time() * 1000)
-
-    out = io.StringIO()
-    display = Display(out, as_json=False, live=True)
-    async with fake_api(handler) as api:
-        code = await commands._watch_job(api, JobTracker(JOB), display, now_ms=now_ms)
-    assert code == 0
-    assert requests == [f"/results/{JOB}", "/results/events"]  # the clock asks the server nothing
-    text = out.getvalue()
-    changes = [line.rsplit("\r\x1b[K", 1)[-1] for line in text.split("\n")[:-1]]
-    assert [line.split("  ")[3] for line in changes] == ["Queued", "Processing", "Completed"]
-    drawn = [part for part in text.split("\r\x1b[K") if part.startswith(f"job {JOB}:")]
-    assert f"job {JOB}: 0/1 finished (1 Processing), 0s since started" in drawn
-    ticks = [part for part in drawn if "Processing" in part]
-    assert [t.rsplit(", ", 1)[1] for t in ticks] == [
-        "0s since started",
-        "1s since started",
-        "2s since started",
-        "3s since started",
-    ]
-    assert text.endswith("\r\x1b[K")  # the progress line is erased at the end
-
-
-async def test_watch_job_off_a_terminal_prints_only_changes(autojump_clock: trio.testing.MockClock) -> None:
-    stream = sse(raw_view("Processing", updated=2, startedAt=2), raw_view("Completed", updated=3))
-    out = io.StringIO()
-    async with job_api([raw_view("Queued", updated=1)], stream) as api:
-        assert await commands._watch_job(api, JobTracker(JOB), Display(out, as_json=False, live=False)) == 0
-    assert "\r" not in out.getvalue() and len(out.getvalue().splitlines()) == 3
