@@ -140,6 +140,23 @@ async def test_unfiltered_subscriber_sees_every_job(api: Api) -> None:
         assert seen == jobs
 
 
+async def test_no_row_reads_while_nobody_subscribes(api: Api) -> None:
+    # Reading the announced rows for nobody cost every enqueue a second transaction.
+    hub = broadcaster(api)
+    await enqueue(api, str(uuid.uuid4()))
+    with trio.fail_after(5):
+        while hub.received < 1:  # the announcer's NOTIFY has reached the listener
+            await trio.sleep(0.005)
+    await trio.testing.wait_all_tasks_blocked()  # and the row reader has had its turn
+    assert hub.reads == 0
+    async with subscribe(api) as stream:
+        job_id = str(uuid.uuid4())
+        await enqueue(api, job_id)
+        with trio.fail_after(5):
+            assert (await stream.next_event())["jobId"] == job_id
+    assert hub.reads >= 1
+
+
 async def test_a_subscriber_that_stops_reading_is_dropped_while_others_keep_receiving(
     open_api: OpenApi,
 ) -> None:
