@@ -20,12 +20,11 @@ leaves a transaction in an unknown state.
 
 from __future__ import annotations
 
+import select
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import select
 
 import psycopg
 import psycopg_pool

@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-import trio
 
 from jobsvc.db import Database
+from tests.support import wait_until
+
+GONE = (
+    "SELECT count(*) AS n FROM pg_stat_activity"
+    " WHERE application_name = 'jobsvc-db-test' AND datname = current_database()"
+)
 
 
 async def test_the_first_transaction_after_its_backends_are_terminated_succeeds(
@@ -27,11 +32,6 @@ async def test_the_first_transaction_after_its_backends_are_terminated_succeeds(
             ).fetchone()
             assert row is not None and row["n"] >= 1
             # pg_terminate_backend only signals: wait until the backends are gone.
-            with trio.fail_after(5):
-                while conn.execute(
-                    "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'jobsvc-db-test'"
-                    " AND datname = current_database()"
-                ).fetchone() != {"n": 0}:
-                    await trio.sleep(0.005)
+            await wait_until(lambda: conn.execute(GONE).fetchone() == {"n": 0}, timeout=5)
     finally:
         await database.close()

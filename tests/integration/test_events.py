@@ -27,6 +27,7 @@ from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView
 from tests.fixtures.app import Api, OpenApi
+from tests.services import until
 from tests.support import in_thread
 
 Conn = psycopg.Connection[dict[str, Any]]
@@ -144,9 +145,7 @@ async def test_no_row_reads_while_nobody_subscribes(api: Api) -> None:
     # Reading the announced rows for nobody cost every enqueue a second transaction.
     hub = broadcaster(api)
     await enqueue(api, str(uuid.uuid4()))
-    with trio.fail_after(5):
-        while hub.received < 1:  # the announcer's NOTIFY has reached the listener
-            await trio.sleep(0.005)
+    await until(lambda: hub.received >= 1, timeout=5)  # the announcer's NOTIFY has arrived
     await trio.testing.wait_all_tasks_blocked()  # and the row reader has had its turn
     assert hub.reads == 0
     async with subscribe(api) as stream:
