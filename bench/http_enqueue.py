@@ -94,6 +94,29 @@ def once(
     return out
 
 
+#: One request at a time (a raw keep-alive client): the latency targets of issue 14.
+SEQUENTIAL = 1_000
+
+
+def floor_once(ctx: Context, img_port: int, *, concurrency: int, total: int) -> dict[str, Any]:
+    """The framework's floor (bench/floor_app.py) under the raw client, as `once` loads jobsvc."""
+    floor = ctx.children.python("bench-floor", "bench.floor_app", env=clean_env())
+    try:
+        base = floor.wait_for("bench-floor: listening on").split()[3]
+        time.sleep(SETTLE)
+        args = [base, f"http://127.0.0.1:{img_port}", "--client", "raw"]
+        args += ["--concurrency", str(concurrency), "--requests", str(total), "--warmup", str(WARMUP)]
+        load = ctx.children.python("http-load", "bench.http_load", *args, env=clean_env())
+        load.wait(timeout=300)
+        result: dict[str, Any] = json.loads(load.wait_for("bench-http-load {", timeout=5).split(" ", 1)[1])
+    finally:
+        floor.stop()
+    if result["statuses"] != {"202": total}:
+        raise RuntimeError(f"floor: unexpected statuses {result['statuses']}")
+    ctx.say(f"  floor c={concurrency}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms")
+    return result
+
+
 def run(ctx: Context) -> None:
     ctx.settings[NAME] = (
         f"1 `jobsvc api` process (hypercorn, trio); load from another process (uvloop): raw HTTP/1.1 "
@@ -112,5 +135,14 @@ def run(ctx: Context) -> None:
                     ctx.results.add(NAME, label, "p50", "ms", result["p50_ms"])
                     ctx.results.add(NAME, label, "p99", "ms", result["p99_ms"])
                     ctx.results.add(NAME, label, "api CPU per request", "ms", result["cpu_ms"])
+            # Issue 14: the same requests against the framework's floor, and one at a time.
+            floor = floor_once(ctx, port, concurrency=CONCURRENCY, total=REQUESTS[False])
+            ctx.results.add(
+                NAME, "floor (bare QuartTrio JSON POST), raw client", "throughput", "req/s", floor["rps"]
+            )
+            floor = floor_once(ctx, port, concurrency=1, total=SEQUENTIAL)
+            ctx.results.add(NAME, "floor, one request at a time", "p50", "ms", floor["p50_ms"])
+            one = once(ctx, port, False, "raw", total=SEQUENTIAL, concurrency=1)
+            ctx.results.add(NAME, "api, probe off, one request at a time", "p50", "ms", one["p50_ms"])
     finally:
         images.stop()

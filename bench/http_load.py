@@ -68,10 +68,16 @@ async def load_raw(
                     header = await reader.readuntil(b"\r\n\r\n")
                     status = int(header.split(b" ", 2)[1])
                     length = 0
+                    close = False
                     for line in header.split(b"\r\n"):
                         if line[:15].lower() == b"content-length:":
                             length = int(line[15:])
+                        elif line.lower() == b"connection: close":
+                            close = True
                     answer = await reader.readexactly(length)
+                    if close:  # hypercorn's keep_alive_max_requests (1,000 per connection)
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
                     if phase == 1:
                         latencies.append((time.perf_counter() - started) * 1000)
                         statuses[status] += 1
