@@ -126,7 +126,7 @@ def render(head: list[tuple[str, str]], ctx: Context, failed: list[str]) -> str:
     ]
     goals = targets.evaluate(ctx.results)
     if goals:
-        parts += ["", "### Targets (issue 5)", table(["target", "measured", "met"], goals)]
+        parts += ["", "### Targets (issues 5 and 14)", table(["target", "measured", "met"], goals)]
     if failed:
         parts += ["", "### Failed", *(f"- {f}" for f in failed)]
     return "\n".join(parts)

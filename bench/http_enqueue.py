@@ -39,6 +39,8 @@ def once(
     total: int | None = None,
     warmup: int = WARMUP,
     concurrency: int = CONCURRENCY,
+    workers: int = 1,
+    keys: bool = False,
     **env: str,
 ) -> dict[str, Any]:
     """One API process under load: ``total`` requests (default `REQUESTS`), each one new
@@ -51,23 +53,28 @@ def once(
             JOBSVC_PORT="0",
             JOBSVC_VERIFY_ON_ENQUEUE=str(probe).lower(),
             JOBSVC_ALLOW_PRIVATE_URLS="true",
-            JOBSVC_AUTH="off",  # the enqueue path itself; a cached key lookup adds one dict get
+            # Off: the enqueue path itself; the "auth keys" lever row measures a key.
+            JOBSVC_AUTH="keys" if keys else "off",
             JOBSVC_STORAGE_URL=f"file://{ctx.workdir / 'http-results'}",
             **env,
         )
-        api = ctx.children.python("jobsvc-api", "jobsvc.cli", "api", env=environ)
+        token = _create_key(url) if keys else ""
+        api = ctx.children.python("jobsvc-api", "jobsvc.cli", "api", "--workers", str(workers), env=environ)
         try:
             base = api.wait_for("jobsvc api: listening on").split()[4]
             time.sleep(SETTLE)
             args = [base, f"http://127.0.0.1:{img_port}", "--client", client]
             args += ["--concurrency", str(concurrency), "--requests", str(total), "--warmup", str(warmup)]
             args += ["--batch", str(batch)] if batch else []
+            args += ["--token", token] if token else []
             load = ctx.children.python("http-load", "bench.http_load", *args, env=clean_env())
-            proc = psutil.Process(api.pid)
+            procs = [psutil.Process(api.pid)]
+            if workers > 1:  # the API's CPU is its worker processes'
+                procs = procs[0].children()
             load.wait_for("bench-http-load measuring", timeout=120)
-            before = proc.cpu_times()
+            before = [p.cpu_times() for p in procs]
             load.wait(timeout=300)
-            after = proc.cpu_times()
+            after = [p.cpu_times() for p in procs]
             result = json.loads(load.wait_for("bench-http-load {", timeout=5).split(" ", 1)[1])
         finally:
             api.stop()
@@ -81,7 +88,7 @@ def once(
             row = conn.execute("SELECT count(*) AS n FROM jobsvc_results").fetchone()
             if row is None or row["n"] != (total + warmup) * max(batch, 1):
                 raise RuntimeError(f"{row and row['n']} rows, expected {(total + warmup) * max(batch, 1)}")
-    cpu = (after.user - before.user) + (after.system - before.system)
+    cpu = sum((a.user - b.user) + (a.system - b.system) for a, b in zip(after, before, strict=True))
     result["cpu_ms"] = cpu / total * 1000
     result["cpu_ms_per_job"] = cpu / jobs * 1000
     result.setdefault("jobs_per_s", result["rps"])
@@ -92,6 +99,46 @@ def once(
     )
     out: dict[str, Any] = result
     return out
+
+
+#: One request at a time (a raw keep-alive client): the latency targets of issue 14.
+SEQUENTIAL = 1_000
+
+
+def _create_key(url: str) -> str:
+    from jobsvc import keys
+
+    with connect(url) as conn:
+        _, token = keys.create_key(conn, "bench", (keys.Scope.ENQUEUE,), "bench")  # type: ignore[arg-type]
+    return token
+
+
+#: Lever rows of the http benchmark (raw client, probe off): label note → `once` options.
+LEVERS: dict[str, dict[str, Any]] = {
+    "auth keys (a cached key lookup)": {"keys": True},
+    "no quota (JOBSVC_TENANT_MAX_QUEUED=0)": {"JOBSVC_TENANT_MAX_QUEUED": "0"},
+    "log level WARNING (no per-enqueue line)": {"JOBSVC_LOG_LEVEL": "WARNING"},
+    "jobsvc api --workers 2": {"workers": 2},
+}
+
+
+def floor_once(ctx: Context, img_port: int, *, concurrency: int, total: int) -> dict[str, Any]:
+    """The framework's floor (bench/floor_app.py) under the raw client, as `once` loads jobsvc."""
+    floor = ctx.children.python("bench-floor", "bench.floor_app", env=clean_env())
+    try:
+        base = floor.wait_for("bench-floor: listening on").split()[3]
+        time.sleep(SETTLE)
+        args = [base, f"http://127.0.0.1:{img_port}", "--client", "raw"]
+        args += ["--concurrency", str(concurrency), "--requests", str(total), "--warmup", str(WARMUP)]
+        load = ctx.children.python("http-load", "bench.http_load", *args, env=clean_env())
+        load.wait(timeout=300)
+        result: dict[str, Any] = json.loads(load.wait_for("bench-http-load {", timeout=5).split(" ", 1)[1])
+    finally:
+        floor.stop()
+    if result["statuses"] != {"202": total}:
+        raise RuntimeError(f"floor: unexpected statuses {result['statuses']}")
+    ctx.say(f"  floor c={concurrency}: {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.2f} ms")
+    return result
 
 
 def run(ctx: Context) -> None:
@@ -112,5 +159,21 @@ def run(ctx: Context) -> None:
                     ctx.results.add(NAME, label, "p50", "ms", result["p50_ms"])
                     ctx.results.add(NAME, label, "p99", "ms", result["p99_ms"])
                     ctx.results.add(NAME, label, "api CPU per request", "ms", result["cpu_ms"])
+            # Issue 14: the same requests against the framework's floor, and one at a time.
+            floor = floor_once(ctx, port, concurrency=CONCURRENCY, total=REQUESTS[False])
+            ctx.results.add(
+                NAME, "floor (bare QuartTrio JSON POST), raw client", "throughput", "req/s", floor["rps"]
+            )
+            floor = floor_once(ctx, port, concurrency=1, total=SEQUENTIAL)
+            ctx.results.add(NAME, "floor, one request at a time", "p50", "ms", floor["p50_ms"])
+            one = once(ctx, port, False, "raw", total=SEQUENTIAL, concurrency=1)
+            ctx.results.add(NAME, "api, probe off, one request at a time", "p50", "ms", one["p50_ms"])
+            for note, options in LEVERS.items():
+                lever = once(ctx, port, False, "raw", **options)
+                label = f"api, probe off, raw client, {note.split(' (')[0]}"
+                ctx.results.add(NAME, label, "throughput", "req/s", lever["rps"], note=f"lever: {note}")
+                ctx.results.add(
+                    NAME, label, "api CPU per request", "ms", lever["cpu_ms"], note=f"lever: {note}"
+                )
     finally:
         images.stop()

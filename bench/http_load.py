@@ -44,9 +44,10 @@ def batch_body_for(img_base: str, size: int) -> bytes:
 
 
 async def load_raw(
-    url: str, img_base: str, concurrency: int, total: int, warmup: int, batch: int = 0
+    url: str, img_base: str, concurrency: int, total: int, warmup: int, batch: int = 0, token: str = ""
 ) -> dict[str, object]:
     parts = urlsplit(url)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     statuses: Counter[int] = Counter()
     items: Counter[int] = Counter()
@@ -60,7 +61,7 @@ async def load_raw(
                 for _ in range(count):
                     body = batch_body_for(img_base, batch) if batch else body_for(img_base)
                     head = (
-                        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                     )
                     started = time.perf_counter()
@@ -68,10 +69,16 @@ async def load_raw(
                     header = await reader.readuntil(b"\r\n\r\n")
                     status = int(header.split(b" ", 2)[1])
                     length = 0
+                    close = False
                     for line in header.split(b"\r\n"):
                         if line[:15].lower() == b"content-length:":
                             length = int(line[15:])
+                        elif line.lower() == b"connection: close":
+                            close = True
                     answer = await reader.readexactly(length)
+                    if close:  # hypercorn's keep_alive_max_requests (1,000 per connection)
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
                     if phase == 1:
                         latencies.append((time.perf_counter() - started) * 1000)
                         statuses[status] += 1
@@ -169,11 +176,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--client", choices=("httpx", "raw"), default="httpx")
     parser.add_argument("--batch", type=int, default=0, help="jobs per POST /results/batch (raw client)")
+    parser.add_argument("--token", default="", help="send this API key (raw client)")
     args = parser.parse_args()
-    if args.batch:
+    if args.batch or args.token:
         if args.client != "raw":
-            parser.error("--batch needs --client raw")
-        coro = load_raw(args.url, args.img_base, args.concurrency, args.requests, args.warmup, args.batch)
+            parser.error("--batch and --token need --client raw")
+        coro = load_raw(
+            args.url, args.img_base, args.concurrency, args.requests, args.warmup, args.batch, args.token
+        )
     else:
         load = load_httpx if args.client == "httpx" else load_raw
         coro = load(args.url, args.img_base, args.concurrency, args.requests, args.warmup)

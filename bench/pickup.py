@@ -9,12 +9,16 @@ from their own tables (deferred → started; queued → picked).
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from bench import jobs, peers, throughput
-from bench.context import Context
+from bench.context import SETTLE, Context
 from bench.pg import connect
+from bench.procs import clean_env
 from bench.report import percentile
 from jobsvc import queue
 
@@ -45,6 +49,54 @@ def enqueue_paced(url: str, n: int, interval: float) -> None:
             )
             job, _ = queue.enqueue(conn, new)  # autocommit: the row is committed here
             queue.announce(conn, [job.id], wakeup=True)
+
+
+def post_paced(base: str, n: int, interval: float) -> None:
+    """``POST /results/enqueue`` one at a time on one keep-alive connection, paced."""
+    parts = urlsplit(base)
+    client = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    start = time.monotonic()
+    for i in range(n):
+        delay = start + i * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        body = json.dumps(
+            {"jobId": str(uuid.uuid4()), "type": "noop", "imgUrl": f"http://127.0.0.1:9/p{i}.png"}
+        )
+        client.request("POST", "/results/enqueue", body, {"Content-Type": "application/json"})
+        response = client.getresponse()
+        response.read()
+        if response.status != 202:
+            raise RuntimeError(f"enqueue answered {response.status}")
+        if response.getheader("Connection", "").lower() == "close":
+            client.close()  # hypercorn's keep_alive_max_requests
+    client.close()
+
+
+def api_once(ctx: Context) -> list[float]:
+    """Issue 14: the same pacing through one ``jobsvc api`` process (probe off)."""
+    with ctx.pg.database("pickup_api") as url:
+        workers = throughput.start_noop_workers(ctx, url, 1, CONCURRENCY)
+        environ = clean_env(
+            JOBSVC_DATABASE_URL=url,
+            JOBSVC_PORT="0",
+            JOBSVC_VERIFY_ON_ENQUEUE="false",
+            JOBSVC_AUTH="off",
+            JOBSVC_STORAGE_URL=f"file://{ctx.workdir / 'pickup-results'}",
+        )
+        api = ctx.children.python("jobsvc-api", "jobsvc.cli", "api", env=environ)
+        try:
+            base = api.wait_for("jobsvc api: listening on").split()[4]
+            time.sleep(SETTLE)
+            post_paced(base, COUNT, INTERVAL)
+            jobs.wait_finished(url, 60)
+            with connect(url) as conn:
+                values = [float(r["ms"]) for r in conn.execute(LATENCY_SQL)]
+        finally:
+            api.stop()
+            for w in workers:
+                w.stop()
+    return values
 
 
 def jobsvc_once(ctx: Context) -> list[float]:
@@ -90,5 +142,6 @@ def run(ctx: Context) -> None:
     for i in range(ctx.runs):
         ctx.say(f"pickup run {i + 1}/{ctx.runs}")
         record(ctx, "jobsvc", jobsvc_once(ctx))
+        record(ctx, "jobsvc through the API", api_once(ctx))
         for system in SYSTEMS:
             record(ctx, throughput.peer_label(system), peer_once(ctx, system))

@@ -72,6 +72,7 @@ def evaluate(results: Results) -> list[list[str]]:
                     _verdict(row.median >= 2000),
                 ]
             )
+    out += http_targets(results)
     for where in ("file", "moto S3"):
         small = next(
             (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"10 KB → {where}")),
@@ -90,6 +91,68 @@ def evaluate(results: Results) -> list[list[str]]:
                     f"peak RSS, 20 MB images ≤ 1.10 x 10 KB run + {CONCURRENCY} MiB ({where})",
                     f"{big.median:.0f} MiB vs limit {limit:.0f} MiB (10 KB run {small.median:.0f} MiB)",
                     _verdict(big.median <= limit),
+                ]
+            )
+    return out
+
+
+def http_targets(results: Results) -> list[list[str]]:
+    """Issue 14: the API against the framework's floor measured in the same run."""
+    out: list[list[str]] = []
+    pickup = results.get("pickup", "jobsvc through the API", "p50")
+    if pickup and pickup.values:
+        out.append(
+            ["pickup through the API p50 ≤ 3 ms", f"{pickup.median:.2f} ms", _verdict(pickup.median <= 3)]
+        )
+    one = results.get("http", "api, probe off, one request at a time", "p50")
+    floor_one = results.get("http", "floor, one request at a time", "p50")
+    if one and one.values:
+        out.append(["single enqueue p50 ≤ 3 ms", f"{one.median:.2f} ms", _verdict(one.median <= 3)])
+        if floor_one and floor_one.values:
+            ratio = one.median / floor_one.median
+            out.append(
+                [
+                    "single enqueue p50 ≤ 2x the floor route's",
+                    f"{one.median:.2f} / {floor_one.median:.2f} ms = {ratio:.2f}x",
+                    _verdict(ratio <= 2),
+                ]
+            )
+    rate = results.get("http", "api, probe off, raw client", "throughput")
+    floor_rate = results.get("http", "floor (bare QuartTrio JSON POST), raw client", "throughput")
+    if rate and rate.values:
+        out.append(
+            [
+                "single enqueues ≥ 1,000 req/s per API process",
+                f"{rate.median:,.0f} req/s",
+                _verdict(rate.median >= 1000),
+            ]
+        )
+        if floor_rate and floor_rate.values:
+            share = rate.median / floor_rate.median * 100
+            out.append(
+                [
+                    "single enqueues ≥ 50 % of the floor's JSON POST rate",
+                    f"{rate.median:,.0f} / {floor_rate.median:,.0f} = {share:.0f} %",
+                    _verdict(share >= 50),
+                ]
+            )
+    batch = results.get("batch", "api, batches of 1,000", "throughput")
+    single = results.get("batch", "api, single enqueues", "throughput")
+    if batch and batch.values:
+        out.append(
+            [
+                "batch ≥ 10,000 jobs/s through one API process",
+                f"{batch.median:,.0f} jobs/s",
+                _verdict(batch.median >= 10_000),
+            ]
+        )
+        if single and single.values:
+            ratio = batch.median / single.median
+            out.append(
+                [
+                    "batch ≥ 10x the single rate",
+                    f"{batch.median:,.0f} / {single.median:,.0f} = {ratio:.1f}x",
+                    _verdict(ratio >= 10),
                 ]
             )
     return out

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     server("migrate", "apply schema.sql (idempotent; safe to run concurrently)", cmd_migrate)
     api = server("api", "serve the HTTP API", cmd_api)
     _listen_flags(api)
+    api.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes accepting on the same socket (default 1; one process uses one core)",
+    )
+    api.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a --workers child's socket
     worker = server("worker", "run a worker process", cmd_worker)
     worker.add_argument("--concurrency", type=int, help="jobs in flight (JOBSVC_CONCURRENCY)")
     worker.add_argument("--metrics-port", type=int, help="serve /metrics on this port (JOBSVC_METRICS_PORT)")
@@ -307,7 +314,14 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.require_database_url()
-    trio.run(_serve_until_signal, [partial(serve_api, settings)])
+    if args.workers < 1:
+        print("jobsvc: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.listen_fd is None:
+        from jobsvc.apiworkers import serve_workers
+
+        return serve_workers(settings, args.workers)
+    trio.run(_serve_until_signal, [partial(serve_api, settings, listen_fd=args.listen_fd)])
     return 0
 
 
@@ -402,6 +416,7 @@ async def serve_api(
     task_status: Any = _STATUS_IGNORED,
     *,
     metrics: Metrics | None = None,
+    listen_fd: int | None = None,
 ) -> None:
     import hypercorn.config
     import hypercorn.trio
@@ -411,7 +426,8 @@ async def serve_api(
     from jobsvc.api import create_app, end_event_streams
 
     config = hypercorn.config.Config()
-    config.bind = [f"{settings.host}:{settings.port}"]
+    # listen_fd: a `jobsvc api --workers N` child accepts on its parent's socket.
+    config.bind = [f"fd://{listen_fd}" if listen_fd is not None else f"{settings.host}:{settings.port}"]
     # JOBSVC_ACCESS_LOG: the path without its query string (presigned source URLs and
     # cursors live there); headers, hence tokens, are never logged.
     config.accesslog = logging.getLogger("jobsvc.access") if settings.access_log else None

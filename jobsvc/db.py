@@ -20,6 +20,7 @@ leaves a transaction in an unknown state.
 
 from __future__ import annotations
 
+import select
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +78,25 @@ def _set_server_keepalives(conn: Conn) -> None:
         conn.commit()
 
 
+def check_idle_connection(conn: Conn) -> None:
+    """The pool's check of a connection it hands out: a round trip only when needed.
+
+    `ConnectionPool.check_connection` sends an empty query on every checkout, one
+    round trip per transaction (0.13 ms of a 2.6 ms enqueue here, issue 14). An idle
+    connection's socket has nothing to read unless the server spoke: a terminated
+    backend sends its FATAL error and closes, which makes the socket readable, and
+    then the full check runs (and raises, so the pool replaces the connection). A
+    host that vanished silently is not seen by either check before a query's own
+    timeouts (KEEPALIVES).
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        psycopg_pool.ConnectionPool.check_connection(conn)
+
+
 #: Seconds the pool keeps retrying one failed connection (see `Database`).
 RECONNECT_CYCLE = 5.0
 
@@ -132,7 +152,7 @@ class Database:
             open=False,
             connection_class=psycopg.Connection[dict[str, Any]],
             kwargs={"row_factory": dict_row, "application_name": application_name, **KEEPALIVES},
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=check_idle_connection,
             configure=_set_server_keepalives,
             # The pool retries a failed connection with doubling delays (1, 2, 4, 8… s,
             # uncapped) until reconnect_timeout: after a long outage it would wait as long

@@ -5,7 +5,9 @@
   workers plus the ids on ``jobsvc_events``) for everything that arrived, at most
   once per ``window`` seconds. A burst of N enqueues costs about one NOTIFY, not
   N (NOTIFY takes a global lock at commit). An id is never dropped: when the
-  database is down the ids are kept and sent again with backoff.
+  database is down the ids are kept and sent again with backoff. The first enqueue
+  of a quiet window sends its announcement in its own transaction instead
+  (`take_inline`): no second transaction, and the workers wake at its commit.
 - `Broadcaster` (LISTEN in): one ``LISTEN jobsvc_events`` connection per API
   process. The listener only collects row ids; a reader task fetches the rows of
   everything collected so far in one hop and fans the job views out to the
@@ -60,8 +62,29 @@ class Announcer:
         self._max_backoff = max_backoff
         self._pending: list[int] = []
         self._wake = trio.Event()
-        #: NOTIFY round trips sent so far (the tests measure the coalescing with it).
+        #: NOTIFY round trips sent so far (the tests measure the coalescing with it), and
+        #: announcements handed to an enqueue's own transaction (`take_inline`).
         self.sent = 0
+        self.inline = 0
+        self._last = -math.inf  # trio time of the last announcement, sent or handed out
+
+    def take_inline(self) -> bool:
+        """Whether the caller is to announce its new row in its own insert transaction.
+
+        Yes when nothing was announced within the last ``window`` and nothing is pending:
+        one NOTIFY inside the insert costs no extra round trip and wakes the workers at
+        commit (a separate announcement cost a thread hop, a transaction and its commit:
+        pickup through the API 3.2 ms against 1.5 ms direct, issue 14). At most one per
+        window, because a NOTIFY takes a global lock from commit until the end of the
+        transaction (its WAL flush included): under load the rest are coalesced here.
+        A caller told yes whose insert fails or finds an existing row announces nothing.
+        """
+        now = trio.current_time()
+        if self._pending or now - self._last < self._window:
+            return False
+        self._last = now
+        self.inline += 1
+        return True
 
     def add(self, row_id: int) -> None:
         """Schedule a wake-up announcing ``row_id``. Never blocks, never fails."""
@@ -113,6 +136,7 @@ class Announcer:
             self._pending[:0] = ids  # keep them, in order, ahead of newer ones
             raise
         self.sent += 1
+        self._last = trio.current_time()
 
 
 def event_id(job: Job) -> str:
@@ -155,6 +179,10 @@ class Broadcaster:
         self.listening = False
         #: Set once the first LISTEN attempt has succeeded or failed.
         self.first_attempt = trio.Event()
+        #: Notifications received and row reads (one transaction each) so far; no
+        #: reads while nobody subscribes (the tests watch both).
+        self.received = 0
+        self.reads = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -239,6 +267,7 @@ class Broadcaster:
                 if self._reconnected:
                     await self._catch_up()
                 async for notification in listener:
+                    self.received += 1
                     self._pending.update(queue.parse_ids(notification.payload))
                     self._wake.set()
             finally:
@@ -261,6 +290,12 @@ class Broadcaster:
             if not self._pending:
                 continue
             ids, self._pending = sorted(self._pending), set()
+            if not self._subscribers:
+                # Nobody to tell: without this, every enqueue cost the API a second
+                # transaction (issue 14). A stream that subscribes later starts live,
+                # or, filtered on a jobId, from a snapshot of the job's rows.
+                continue
+            self.reads += 1
             try:
                 jobs = await self._database.run(functools.partial(queue.get_by_ids, ids=ids))
             except DatabaseUnavailable as exc:

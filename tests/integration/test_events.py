@@ -27,7 +27,7 @@ from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView
 from tests.fixtures.app import Api, OpenApi
-from tests.helpers import in_thread
+from tests.helpers import in_thread, until
 
 Conn = psycopg.Connection[dict[str, Any]]
 T = TypeVar("T")
@@ -131,6 +131,21 @@ async def test_unfiltered_subscriber_sees_every_job(api: Api) -> None:
             while len(seen) < 3:
                 seen.append((await stream.next_event())["jobId"])
         assert seen == jobs
+
+
+async def test_no_row_reads_while_nobody_subscribes(api: Api) -> None:
+    # Reading the announced rows for nobody cost every enqueue a second transaction.
+    hub = broadcaster(api)
+    await api.enqueue(job_id=str(uuid.uuid4()))
+    await until(lambda: hub.received >= 1, timeout=5)  # the announcer's NOTIFY has arrived
+    await trio.testing.wait_all_tasks_blocked()  # and the row reader has had its turn
+    assert hub.reads == 0
+    async with subscribe(api) as stream:
+        job_id = str(uuid.uuid4())
+        await api.enqueue(job_id=job_id)
+        with trio.fail_after(5):
+            assert (await stream.next_event())["jobId"] == job_id
+    assert hub.reads >= 1
 
 
 async def test_a_subscriber_that_stops_reading_is_dropped_while_others_keep_receiving(

@@ -4,6 +4,7 @@ the library API (the image pipeline has its own end-to-end tests)."""
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from jobsvc.errors import PermanentError, TransientError
 from jobsvc.model import Job, Status
 from jobsvc.worker import Handler, Worker
 from jobsvc.worker.pgstore import PostgresSession
+from tests.fixtures.app import OpenApi
 from tests.helpers import Gate, advisory_locks, connect, enqueue, row, run_until_shutdown, until, wait_status
 
 
@@ -49,6 +51,28 @@ async def test_enqueued_job_is_picked_up_by_notify(database_url: str, worker_in_
     job = enqueue(database_url)
     done = await wait_status(database_url, job.id, Status.COMPLETED, timeout=3)
     assert done.attempts == 1 and done.error is None and done.finished_at is not None
+
+
+async def test_api_enqueues_wake_the_worker_inline_then_through_the_announcer(
+    open_api: OpenApi, database_url: str, worker_in_process: Any
+) -> None:
+    # The first enqueue of a quiet window carries its wake-up in its own transaction (no
+    # announcer round trip); the next one within the window (a long one here) goes
+    # through the announcer. Either way the worker (rescue sweep off) runs the job.
+    await worker_in_process(noop)
+    async with open_api(app_options={"notify_window": 60.0}) as api:
+        announcer = api.services.announcer
+        for expected in ((1, 0), (1, 1)):
+            body = {"jobId": str(uuid.uuid4()), "type": "noop", "imgUrl": "http://images.test/a.png"}
+            response = await api.client.post("/results/enqueue", json=body)
+            assert response.status_code == 202
+            with connect(database_url) as conn:
+                found = conn.execute("SELECT id FROM jobsvc_results WHERE job_id = %s", [body["jobId"]])
+                (row_id,) = [r["id"] for r in found]
+            done = await wait_status(database_url, row_id, Status.COMPLETED, timeout=3)
+            assert done.attempts == 1
+            await until(lambda: announcer.pending == 0, timeout=3)
+            assert (announcer.inline, announcer.sent) == expected
 
 
 async def test_worker_drains_queue_on_start_without_notify(database_url: str, worker_in_process: Any) -> None:
