@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from jobsvc.client.http import AsyncClient as AsyncClient
+    from jobsvc.client.aio import AsyncClient as AsyncClient
     from jobsvc.client.http import BatchItem as BatchItem
     from jobsvc.client.http import Client as Client
     from jobsvc.client.http import ClientError as ClientError
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 #: Where each public name lives (imported on first access, PEP 562).
 _EXPORTS = {
-    "AsyncClient": "jobsvc.client.http",
+    "AsyncClient": "jobsvc.client.aio",
     "BatchItem": "jobsvc.client.http",
     "CancelResponse": "jobsvc.schemas",
     "Client": "jobsvc.client.http",

@@ -1,6 +1,7 @@
 """The sans-I/O core of `Client` and `AsyncClient`: what each API call sends, how each
 answer is read, and when an event stream is resumed. No socket, no sleep, no clock:
-`jobsvc.client.http` has the two thin transports (blocking and async) that use it.
+`jobsvc.client.http` (blocking) and `jobsvc.client.aio` (async) are the two thin
+transports that use it.
 
 Errors, all `ClientError` (a `jobsvc.JobsvcError`)::
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from jobsvc.client.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 
 if TYPE_CHECKING:
+    from jobsvc.client.aio import AsyncClient
     from jobsvc.client.display import Display, JobTracker
-    from jobsvc.client.http import AsyncClient
 
 __all__ = ["TICK", "cmd_watch", "watch_job"]
 
@@ -51,9 +51,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 async def _watch(args: argparse.Namespace, display: Display) -> int:
     import trio
 
+    from jobsvc.client.aio import AsyncClient
     from jobsvc.client.core import ClientError
     from jobsvc.client.display import JobTracker
-    from jobsvc.client.http import AsyncClient
 
     timeout = math.inf if args.timeout is None else args.timeout
     async with AsyncClient(args.url, token=args.token) as client:

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from jobsvc.client.http import AsyncClient, Client
+from jobsvc.client.aio import AsyncClient
+from jobsvc.client.http import Client
 from jobsvc.schemas import JobView
 
 JOB = "0b6e1f2a-1111-4222-8333-444455556666"

@@ -12,8 +12,9 @@ import trio
 import trio.testing
 
 from jobsvc.client import watching
+from jobsvc.client.aio import AsyncClient
 from jobsvc.client.display import Display, JobTracker
-from jobsvc.client.http import AsyncClient, ClientError
+from jobsvc.client.http import ClientError
 from tests.unit.client.support import JOB, fake_api, raw_view, sse
 
 
