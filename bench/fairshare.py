@@ -21,10 +21,11 @@ the default cap (every enqueue of the tenant takes its lock and counts).
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 import uuid
+from typing import Any
 
+from bench import jobs
 from bench.context import Context
 from bench.pg import connect
 from jobsvc import queue
@@ -98,33 +99,13 @@ def drain(url: str, fair: bool) -> tuple[float, float]:
 
 def enqueue_rate(url: str, max_queued: int) -> float:
     """Rows per second with THREADS connections enqueueing ENQUEUES each, one tenant."""
-    barrier = threading.Barrier(THREADS + 1)
-    errors: list[BaseException] = []
 
-    def client(n: int) -> None:
-        try:
-            with connect(url) as conn:
-                barrier.wait()
-                for i in range(ENQUEUES):
-                    new = queue.NewResult(
-                        uuid.uuid4(), f"q{n}-{i}.png", "ingest", f"http://h/q{n}-{i}.png", tenant="one"
-                    )
-                    with conn.transaction():
-                        queue.enqueue(conn, new, max_queued=max_queued)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+    def one(conn: Any, n: int, i: int) -> None:
+        new = queue.NewResult(uuid.uuid4(), f"q{n}-{i}.png", "ingest", f"http://h/q{n}-{i}.png", tenant="one")
+        with conn.transaction():
+            queue.enqueue(conn, new, max_queued=max_queued)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(THREADS)]
-    for th in threads:
-        th.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for th in threads:
-        th.join(timeout=300)
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return THREADS * ENQUEUES / elapsed
+    return jobs.concurrent_rate(url, THREADS, ENQUEUES, one)
 
 
 def run(ctx: Context) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.pg import connect
@@ -72,3 +74,31 @@ def throughput(url: str, expected: int) -> float:
     if s["completed"] != expected or s["total"] != expected:
         raise RuntimeError(f"jobsvc: {s['completed']} of {s['total']} Completed, expected {expected}")
     return float(expected / s["seconds"])
+
+
+def concurrent_rate(url: str, threads: int, each: int, work: Callable[[Any, int, int], None]) -> float:
+    """Calls per second of ``work(conn, thread, i)``, ``each`` calls on each of ``threads``
+    connections started together (a barrier), timed from the start to the last join."""
+    barrier = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+
+    def client(n: int) -> None:
+        try:
+            with connect(url) as conn:
+                barrier.wait()
+                for i in range(each):
+                    work(conn, n, i)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    started = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
+    for th in started:
+        th.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for th in started:
+        th.join(timeout=300)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return threads * each / elapsed

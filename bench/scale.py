@@ -24,12 +24,12 @@ status, ``INSERT … ON CONFLICT DO UPDATE``: every enqueue updates the same row
 from __future__ import annotations
 
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Literal
 
+from bench import jobs
 from bench.context import Context
 from bench.pg import Conn, connect
 from jobsvc import queue
@@ -151,29 +151,9 @@ def fill(url: str, rows: int) -> float:
 
 def enqueue_rate(url: str) -> float:
     """Rows per second with THREADS connections enqueueing ENQUEUES each at once."""
-    barrier = threading.Barrier(THREADS + 1)
-    errors: list[BaseException] = []
-
-    def client(n: int) -> None:
-        try:
-            with connect(url) as conn:
-                barrier.wait()
-                for i in range(ENQUEUES):
-                    queue.enqueue(conn, _new(f"t{n}-", i))
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(THREADS)]
-    for th in threads:
-        th.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for th in threads:
-        th.join(timeout=300)
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
-    return THREADS * ENQUEUES / elapsed
+    return jobs.concurrent_rate(
+        url, THREADS, ENQUEUES, lambda conn, n, i: queue.enqueue(conn, _new(f"t{n}-", i))
+    )
 
 
 def run(ctx: Context) -> None:
