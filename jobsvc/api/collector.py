@@ -118,6 +118,11 @@ class Collector:
         self.groups = 0
         self.largest = 0
 
+    @property
+    def pending(self) -> int:
+        """Single enqueues waiting for a group."""
+        return len(self._pending)
+
     async def submit(self, new: queue.NewResult) -> tuple[Job, bool]:
         """Write ``new`` with whatever else is pending; ``(job, created)`` as `queue.enqueue`
         answers, or its refusal raised (`Conflict`, `QuotaExceeded`), or the error of its
