@@ -20,6 +20,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from jobsvc.api import auth, batch, dashboard, events, openapi, ops, ratelimit, results
+from jobsvc.api.collector import IN_FLIGHT
 from jobsvc.api.services import Services, serve
 from jobsvc.api.wire import MAX_BATCH_BODY_BYTES, body_too_large, json_response
 from jobsvc.config import Settings
@@ -79,6 +80,7 @@ def create_app(
     metrics: Metrics | None = None,
     key_cache_seconds: float = auth.CACHE_SECONDS,
     key_flush_interval: float = auth.FLUSH_SECONDS,
+    enqueue_groups_in_flight: int = IN_FLIGHT,
 ) -> QuartTrio:
     """The API app. ``metrics``: the process's registry when a worker in the same process
     shares it (`jobsvc dev`); else the app makes its own. ``heartbeat`` (seconds between
@@ -86,8 +88,9 @@ def create_app(
     dropped), ``notify_window`` (seconds between coalesced wake-ups),
     ``storage_check_timeout`` (how long ``/readyz`` waits for the storage),
     ``key_cache_seconds`` (how long a key lookup is trusted: the bound on a revocation
-    taking effect) and ``key_flush_interval`` (seconds between last-used writes) exist for
-    tests and tuning."""
+    taking effect), ``key_flush_interval`` (seconds between last-used writes) and
+    ``enqueue_groups_in_flight`` (groups of single enqueues written at once,
+    jobsvc/api/collector.py) exist for tests and tuning."""
     app = QuartTrio("jobsvc")
     app.config.update(
         BACKGROUND_TASK_SHUTDOWN_TIMEOUT=None,  # cancel background tasks at once on shutdown
@@ -101,6 +104,7 @@ def create_app(
         "storage_check_timeout": storage_check_timeout,
         "key_cache_seconds": key_cache_seconds,
         "key_flush_interval": key_flush_interval,
+        "enqueue_groups_in_flight": enqueue_groups_in_flight,
     }
 
     @app.before_serving

@@ -2,8 +2,8 @@
 
 Each item is judged as ``POST /results/enqueue`` judges it (`results.judge`, the
 same function), and its answer is the status that route would have given it, in
-input order. The accepted items are inserted in one statement, in one transaction,
-and announced with one coalesced wake-up.
+input order. The accepted items are written as one group by the route's own write
+path (`Collector.place`): one statement per tenant, one transaction, one wake-up.
 
 Choices the contract leaves open:
 
@@ -19,7 +19,6 @@ Choices the contract leaves open:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -28,13 +27,12 @@ from quart_schema import document_request
 
 from jobsvc import queue
 from jobsvc.api.auth import principal, requires
+from jobsvc.api.collector import Item, link
 from jobsvc.api.results import judge
 from jobsvc.api.services import Services, services
 from jobsvc.api.wire import documented, json_body, json_response
-from jobsvc.db import Conn
 from jobsvc.errors import BodyTooLarge, InvalidRequest, JobsvcError
 from jobsvc.keys import Scope
-from jobsvc.model import Job
 from jobsvc.schemas import MAX_BATCH_ITEMS, BatchRequest, BatchResponse, ErrorBody, job_view
 
 __all__ = ["PROBE_CONCURRENCY", "blueprint"]
@@ -45,28 +43,13 @@ PROBE_CONCURRENCY = 16
 blueprint = Blueprint("batch", __name__)
 
 
-@dataclass
-class _Item:
-    """One item on its way to its answer."""
-
-    new: queue.NewResult | None = None
-    status: int | None = None  # None: not decided yet
-    error: str | None = None
-    row: Job | None = None  # the row this item's key has after the insert
-    leader: _Item | None = None  # the earlier item with the same key
-
-    def refuse(self, exc: JobsvcError) -> None:
-        from jobsvc.api.app import status_for  # the one status map (app imports this module)
-
-        self.status, self.error = status_for(exc), str(exc)
-
-    def answer(self) -> dict[str, Any]:
-        shown = self.row if self.status in (200, 202) else None
-        return {
-            "status": self.status,
-            "job": None if shown is None else job_view(shown),
-            "error": self.error,
-        }
+def _answer(item: Item) -> dict[str, Any]:
+    shown = item.row if item.status in (200, 202) else None
+    return {
+        "status": item.status,
+        "job": None if shown is None else job_view(shown),
+        "error": None if item.refusal is None else str(item.refusal),
+    }
 
 
 @blueprint.post("/results/batch")
@@ -85,46 +68,10 @@ async def batch() -> Response:
     svc = services()
     tenant = principal().tenant
     items = [_judge(data, svc, tenant) for data in _envelope(await json_body())]
-    leaders: dict[queue.Key, _Item] = {}
-    for item in items:
-        if item.new is not None:
-            key = (item.new.job_id, item.new.result_file)
-            item.leader = leaders.get(key)
-            leaders.setdefault(key, item)
     if svc.settings.verify_on_enqueue:
-        await _probe(svc, list(leaders.values()))
-    accepted = [item for item in leaders.values() if item.status is None]
-    if accepted:
-        news = [item.new for item in accepted if item.new is not None]
-        cap = svc.settings.tenant_max_queued
-
-        def write(c: Conn) -> tuple[dict[queue.Key, tuple[Job, bool]], list[queue.NewResult]]:
-            admitted, refused = queue.admit(c, news, cap)  # holds the tenant's quota lock
-            return queue.enqueue_many(c, admitted), refused
-
-        rows, over = await svc.run(write)
-        over_keys = {(n.job_id, n.result_file) for n in over}
-        for item in accepted:
-            assert item.new is not None
-            key = (item.new.job_id, item.new.result_file)
-            if key in over_keys:
-                item.refuse(queue.quota_exceeded(tenant, cap))
-                continue
-            item.row, created = rows[key]
-            if created:
-                item.status = 202
-                svc.announcer.add(item.row.id)
-                svc.metrics.enqueued.inc()
-            else:
-                _compare(item, item.row)
-    for item in items:
-        if item.leader is not None:
-            if item.leader.row is None:
-                item.status, item.error = item.leader.status, item.leader.error
-            else:
-                item.row = item.leader.row
-                _compare(item, item.row)
-    return json_response({"results": [item.answer() for item in items]})
+        await _probe(svc, link(items))
+    await svc.collector.place(items)  # one group: one transaction
+    return json_response({"results": [_answer(item) for item in items]})
 
 
 def _envelope(body: Any) -> list[Any]:
@@ -138,8 +85,8 @@ def _envelope(body: Any) -> list[Any]:
     return jobs
 
 
-def _judge(data: Any, svc: Services, tenant: str) -> _Item:
-    item = _Item()
+def _judge(data: Any, svc: Services, tenant: str) -> Item:
+    item = Item()
     if not isinstance(data, dict):
         item.refuse(InvalidRequest("each item of jobs must be a JSON object (an enqueue body)"))
         return item
@@ -150,17 +97,7 @@ def _judge(data: Any, svc: Services, tenant: str) -> _Item:
     return item
 
 
-def _compare(item: _Item, row: Job) -> None:
-    """200 when ``item`` is the request that made ``row``, 409 otherwise."""
-    assert item.new is not None
-    try:
-        queue.check_identical(row, item.new)
-        item.status = 200
-    except JobsvcError as exc:
-        item.refuse(exc)
-
-
-async def _probe(svc: Services, leaders: list[_Item]) -> None:
+async def _probe(svc: Services, leaders: list[Item]) -> None:
     """Probe the URLs of the new keys, `PROBE_CONCURRENCY` at a time; a refused URL
     refuses its item. Cancelled, it cancels the probes in flight (closing their
     connections)."""
@@ -171,7 +108,7 @@ async def _probe(svc: Services, leaders: list[_Item]) -> None:
     existing = await svc.run(lambda c: queue.existing_keys(c, keys))
     limiter = trio.CapacityLimiter(PROBE_CONCURRENCY)
 
-    async def probe(item: _Item, url: str) -> None:
+    async def probe(item: Item, url: str) -> None:
         async with limiter:
             try:
                 await svc.fetcher.probe(url)

@@ -36,7 +36,6 @@ from jobsvc.api.auth import principal, reads, requires
 from jobsvc.api.services import services
 from jobsvc.api.wire import documented, json_body, json_response, query, validate
 from jobsvc.config import Settings
-from jobsvc.db import Conn
 from jobsvc.errors import InvalidRequest, NotFound, quoted
 from jobsvc.keys import DEFAULT_TENANT, Scope
 from jobsvc.model import (
@@ -60,7 +59,6 @@ from jobsvc.schemas import (
     NoBody,
     job_view,
 )
-from jobsvc.worker.report import log_transition
 
 __all__ = ["PRESIGN_SECONDS", "blueprint", "judge"]
 
@@ -95,22 +93,10 @@ async def enqueue() -> Response:
         existing = await svc.run(lambda c: queue.get_result(c, new.job_id, new.result_file, new.tenant))
         if existing is None:
             await svc.fetcher.probe(new.img_url)
-    cap = svc.settings.tenant_max_queued
-    inline = svc.announcer.take_inline()
-
-    def insert(c: Conn) -> tuple[Job, bool]:
-        job, created = queue.enqueue(c, new, max_queued=cap)
-        if created and inline:  # the wake-up rides on the insert's commit
-            queue.announce(c, [job.id], wakeup=True)
-        return job, created
-
-    job, created = await svc.run(insert)
+    # Written with the other enqueues in flight, in one transaction (jobsvc/api/collector.py).
+    job, created = await svc.collector.submit(new)
     if not created:
         return json_response(job_view(job), 200)
-    if not inline:
-        svc.announcer.add(job.id)
-    svc.metrics.enqueued.inc()
-    log_transition(job, logger=log)
     return json_response(job_view(job), 202, {"Location": f"/results/{job.job_id}"})
 
 

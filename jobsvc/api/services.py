@@ -1,9 +1,10 @@
 """The API's resources (`Services`) and the task that owns them.
 
 The database pool, the URL prober, the storage, the wake-up `Announcer`, the
-events `Broadcaster` and the key `Authenticator` are created when serving starts, by one task of
-``app.nursery`` (`serve`) that owns them and closes them in its ``finally``;
-they live on the app as ``app.extensions["jobsvc"]``, never in request globals.
+events `Broadcaster`, the enqueue `Collector` and the key `Authenticator` are
+created when serving starts, by one task of ``app.nursery`` (`serve`) that owns
+them and closes them in its ``finally``; they live on the app as
+``app.extensions["jobsvc"]``, never in request globals.
 Background tasks are supervised (logged, restarted with backoff) and
 ``/readyz`` reports a dead one; `StorageCheck` gives ``/readyz`` the storage's
 answer within a deadline.
@@ -20,6 +21,7 @@ import trio
 from quart import current_app
 
 from jobsvc.api.auth import Authenticator
+from jobsvc.api.collector import IN_FLIGHT, Collector
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
@@ -102,6 +104,7 @@ class Services:
     storage_check: StorageCheck
     heartbeat: float
     authenticator: Authenticator
+    collector: Collector
     tasks: dict[str, TaskHealth] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -164,23 +167,36 @@ async def serve(
         await database.open()
         storage = storage_from_settings(settings)
         async with trio.open_nursery() as nursery:
+            metrics = metrics or Metrics()
+            announcer = Announcer(database, window=options["notify_window"])
             services = Services(
                 settings=settings,
                 database=database,
                 fetcher=fetcher,
                 storage=storage,
-                announcer=Announcer(database, window=options["notify_window"]),
+                announcer=announcer,
                 broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
                 storage_check=StorageCheck(storage, nursery, options["storage_check_timeout"]),
                 heartbeat=options["heartbeat"],
-                metrics=metrics or Metrics(),
+                metrics=metrics,
                 authenticator=Authenticator(
                     database,
                     cache_seconds=options["key_cache_seconds"],
                     flush_interval=options["key_flush_interval"],
                 ),
+                collector=Collector(
+                    database,
+                    announcer,
+                    metrics,
+                    settings.tenant_max_queued,
+                    in_flight=int(options.get("enqueue_groups_in_flight", IN_FLIGHT)),
+                ),
             )
-            tasks = [("announcer", services.announcer.run), ("events", services.broadcaster.run)]
+            tasks = [
+                ("announcer", services.announcer.run),
+                ("events", services.broadcaster.run),
+                ("enqueue-groups", services.collector.run),
+            ]
             if settings.auth == "keys":
                 tasks.append(("key-usage", services.authenticator.run))
             for name, fn in tasks:

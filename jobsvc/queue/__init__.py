@@ -8,7 +8,8 @@ that `finish` and `rescue` write are `jobsvc.retry`'s.
 One module per idea, all re-exported here (callers use ``queue.X``):
 
 - `schema` — the schema version this code expects, `migrate`, `schema_problem`;
-- `enqueues` — `enqueue`, `enqueue_many`, `check_identical`, the quota (`reserve_quota`, `admit`);
+- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `check_identical`, the quota
+  (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
 - `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `cancel_requested`, `rescue`;
@@ -33,11 +34,14 @@ from jobsvc.queue.enqueues import (
     QUOTA_RETRY_AFTER,
     Key,
     NewResult,
+    Placed,
     admit,
     check_identical,
     enqueue,
+    enqueue_group,
     enqueue_many,
     existing_keys,
+    failed_alone_may_pass,
     quota_exceeded,
     reserve_quota,
 )
@@ -95,6 +99,7 @@ __all__ = [
     "ListFilter",
     "NewResult",
     "Outcome",
+    "Placed",
     "TenantRing",
     "admit",
     "announce",
@@ -105,8 +110,10 @@ __all__ = [
     "clean_batch",
     "compact_counts",
     "enqueue",
+    "enqueue_group",
     "enqueue_many",
     "existing_keys",
+    "failed_alone_may_pass",
     "finish",
     "get_by_ids",
     "get_job",

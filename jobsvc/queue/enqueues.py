@@ -1,6 +1,6 @@
-"""Enqueue: one result (`enqueue`) or a batch (`enqueue_many`), the 200-or-409
-judgement of an existing one (`check_identical`), and the per-tenant quota
-(`reserve_quota`, `admit`)."""
+"""Enqueue: one result (`enqueue`), a batch of one tenant (`enqueue_many`) or a group
+of several tenants' (`enqueue_group`), the 200-or-409 judgement of an existing one
+(`check_identical`), and the per-tenant quota (`reserve_quota`, `admit`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+import psycopg
 
 from jobsvc.db import Conn
 from jobsvc.errors import Conflict, QuotaExceeded
@@ -78,6 +80,16 @@ def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bo
     full = reserve_quota(conn, new.tenant, 1, max_queued) < 1
     if full and get_result(conn, new.job_id, new.result_file) is None:
         raise quota_exceeded(new.tenant, max_queued)
+    job, inserted = insert_one(conn, new)
+    if not inserted:
+        check_identical(job, new)
+    return job, inserted
+
+
+def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
+    """Insert one result (no quota check); ``(job, created)``. ``created=False`` is an
+    existing row, identical or not (`check_identical` judges): `enqueue_many` for one
+    result, with a statement that is cheaper to plan and run than its ``unnest``."""
     params = {
         "job_id": new.job_id,
         "result_file": new.result_file,
@@ -97,10 +109,7 @@ def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bo
     else:  # pragma: no cover - needs three concurrent conflicting writers in a row
         raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
     inserted = bool(row.pop("inserted"))
-    job = Job.from_row(row)
-    if not inserted:
-        check_identical(job, new)
-    return job, inserted
+    return Job.from_row(row), inserted
 
 
 def check_identical(job: Job, new: NewResult) -> None:
@@ -154,9 +163,11 @@ def admit(conn: Conn, news: Sequence[NewResult], max_queued: int) -> tuple[list[
     lock (`reserve_quota`): call it in the transaction that inserts the admitted ones."""
     if max_queued <= 0 or not news:
         return list(news), []
+    room = reserve_quota(conn, news[0].tenant, len(news), max_queued)
+    if room == len(news):  # room for all: which exist already does not matter
+        return list(news), []
     existing = existing_keys(conn, [(n.job_id, n.result_file) for n in news])
     new = [n for n in news if (n.job_id, n.result_file) not in existing]
-    room = reserve_quota(conn, news[0].tenant, len(new), max_queued)
     refused = {id(n) for n in new[room:]}
     return [n for n in news if id(n) not in refused], [n for n in news if id(n) in refused]
 
@@ -165,3 +176,55 @@ def existing_keys(conn: Conn, keys: Sequence[Key]) -> set[Key]:
     """Which of ``keys`` exist as results."""
     params = {"job_ids": [k[0] for k in keys], "result_files": [k[1] for k in keys]}
     return {(r["job_id"], r["result_file"]) for r in conn.execute(EXISTING_KEYS_SQL, params)}
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """What `enqueue_group` did: ``(job, created)`` per admitted key (`enqueue_many`'s
+    answer), and the results the quota refused (each tenant's past its cap)."""
+
+    rows: dict[Key, tuple[Job, bool]]
+    over: list[NewResult]
+
+
+def enqueue_group(conn: Conn, news: Sequence[NewResult], max_queued: int) -> Placed:
+    """Insert the results of several tenants (keys unique across ``news``) in the caller's
+    transaction: per tenant, in tenant order, `admit` (the tenant's quota lock and count,
+    once) and one `enqueue_many` for what it admits.
+
+    Tenant order is the lock order: two groups that hold several tenants' quota locks
+    take them in the same order, so they wait for each other but never deadlock. A
+    tenant's statement sees the rows the earlier tenants' statements inserted (same
+    transaction): a jobId two tenants send in one group goes to the first, as if sent
+    one after the other.
+    """
+    rows: dict[Key, tuple[Job, bool]] = {}
+    over: list[NewResult] = []
+    for tenant in sorted({n.tenant for n in news}):
+        admitted, refused = admit(conn, [n for n in news if n.tenant == tenant], max_queued)
+        if len(admitted) == 1:  # a group of one (a request alone): its cheaper statement
+            rows[(admitted[0].job_id, admitted[0].result_file)] = insert_one(conn, admitted[0])
+        elif admitted:
+            rows.update(enqueue_many(conn, admitted))
+        over += refused
+    return Placed(rows, over)
+
+
+#: SQLSTATE classes that say the server or the link is in trouble (connection exception,
+#: insufficient resources, operator intervention, system error): every other error the
+#: server answered was about this transaction's own statements.
+_SERVER_TROUBLE = ("08", "53", "57", "58")
+
+
+def failed_alone_may_pass(exc: BaseException) -> bool:
+    """Whether a group whose transaction failed with ``exc`` is worth writing again one
+    result per transaction: yes when PostgreSQL answered with an error about the
+    transaction itself (a deadlock with another writer, a serialization failure, a
+    statement refused for one result), which the results alone may well not meet; no
+    when it did not answer (no connection in time, connection lost) or is in trouble
+    (shutting down, out of resources), which each result alone would meet too.
+    ``exc`` is the driver's error, or `DatabaseUnavailable` raised from it."""
+    cause = exc if isinstance(exc, psycopg.Error) else exc.__cause__
+    if not isinstance(cause, psycopg.Error) or cause.sqlstate is None:
+        return False
+    return not cause.sqlstate.startswith(_SERVER_TROUBLE)
