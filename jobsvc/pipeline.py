@@ -37,4 +37,8 @@ class ImagePipeline:
         async with self._fetcher.download(job.img_url) as download:
             if self._on_downloaded is not None:
                 self._on_downloaded(download.size)
-            await self._storage.put(job.storage_key, download.path, download.mime)
+            if download.data is not None:
+                await self._storage.put_bytes(job.storage_key, download.data, download.mime)
+            else:
+                assert download.path is not None
+                await self._storage.put(job.storage_key, download.path, download.mime)
