@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-from bench import cancel, jobs
+from bench import cancel, jobs, throughput
 from bench.context import Context
 from bench.procs import Child, clean_env
 
@@ -34,7 +34,7 @@ SIZES = (
     ("5 MB", f"big/{5 * 1000 * 1000}", 100, 5 * 1000 * 1000 + 70),
 )
 #: Requests per ceiling measurement, by label.
-CEILING_COUNT = {"small (70 B PNG)": 3000, "5 MB": 100}
+CEILING_COUNT = {"small (70 B PNG)": 3000, "5 MB": 50}
 
 #: Fake credentials for moto; nothing may reach a real AWS endpoint.
 FAKE_AWS = {
@@ -157,6 +157,19 @@ def pipeline_once(
     return rate
 
 
+def noop_once(ctx: Context, count: int, *, cpu: dict[str, float] | None = None) -> float:
+    """The same number of jobs through a no-op worker at the same concurrency: the queue's share."""
+    with ctx.pg.database("pipeline_noop") as url:
+        (worker,) = throughput.start_noop_workers(ctx, url, 1, CONCURRENCY)
+        try:
+            with cpu_split(ctx, {"worker": [worker.pid]}, cpu if cpu is not None else {}):
+                jobs.bulk_enqueue(url, count)
+                jobs.wait_finished(url, 600)
+            return jobs.throughput(url, count)
+        finally:
+            worker.stop()
+
+
 def ceiling(ctx: Context, *args: str) -> float:
     """One run of bench/pipeline_ceiling.py (its own process); requests/s."""
     child = ctx.children.python("ceiling", "bench.pipeline_ceiling", *args, env=clean_env(**FAKE_AWS))
@@ -194,6 +207,14 @@ def run(ctx: Context) -> None:
     try:
         for i in range(ctx.runs):
             ctx.say(f"pipeline run {i + 1}/{ctx.runs}")
+            cpu: dict[str, float] = {}
+            count = SIZES[0][2]
+            rate = noop_once(ctx, count, cpu=cpu)
+            ctx.results.add(NAME, "no-op handler (the queue alone)", "1 worker", "jobs/s", rate)
+            add_cpu_rows(ctx, "no-op handler", cpu, count)
+            ctx.say(
+                f"  no-op handler: {rate:,.1f} jobs/s; CPU ms/job: {cpu.get('worker', 0) / count * 1000:.2f}"
+            )
             for label, route, count, size in SIZES:
                 rate = get_ceiling(ctx, port, route, CEILING_COUNT[label])
                 ctx.results.add(NAME, f"{label}: image server GET ceiling", "bare GETs", "requests/s", rate)
@@ -203,7 +224,7 @@ def run(ctx: Context) -> None:
                 ctx.say(f"  {label}: moto PUT ceiling {rate:,.1f}/s")
                 for storage in ("s3", "file"):
                     started = time.monotonic()
-                    cpu: dict[str, float] = {}
+                    cpu = {}
                     rate = pipeline_once(ctx, port, route, count, storage, cpu=cpu, img_pid=images.pid)
                     where = f"{label} → {'moto S3' if storage == 's3' else 'file'}"
                     ctx.results.add(NAME, where, "1 worker", "images/s", rate)
