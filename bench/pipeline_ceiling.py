@@ -23,6 +23,13 @@ from typing import Any
 import trio
 
 
+async def _receive(stream: trio.SocketStream) -> bytes:
+    data = await stream.receive_some(65536)
+    if not data:
+        raise ConnectionError("the image server closed the connection")
+    return data
+
+
 async def _get_loop(port: int, route: str, count: int, concurrency: int) -> float:
     left = iter(range(count))
 
@@ -33,16 +40,21 @@ async def _get_loop(port: int, route: str, count: int, concurrency: int) -> floa
             for n in left:
                 await stream.send_all(f"GET /{route}/{n}.png HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
                 while b"\r\n\r\n" not in buffer:
-                    buffer += await stream.receive_some(65536)
+                    buffer += await _receive(stream)
                 head, _, buffer = buffer.partition(b"\r\n\r\n")
                 length = next(
                     int(line.split(b":", 1)[1])
                     for line in head.split(b"\r\n")
                     if line.lower().startswith(b"content-length:")
                 )
-                while len(buffer) < length:
-                    buffer += await stream.receive_some(65536)
+                # Count the body's bytes, do not keep them (a 5 MB body in one buffer grows quadratically).
+                remaining = length - len(buffer)
                 buffer = buffer[length:]
+                while remaining > 0:
+                    data = await _receive(stream)
+                    if len(data) > remaining:
+                        buffer = data[remaining:]
+                    remaining -= len(data)
 
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
