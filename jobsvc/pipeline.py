@@ -21,7 +21,7 @@ class ImagePipeline:
 
     Raises `PermanentError` or `TransientError` (from `jobsvc.fetch` and
     `jobsvc.storage`), which `jobsvc.retry` maps to the job's next state. On any
-    error or cancellation nothing is left stored: `Storage.put` cleans up after
+    error or cancellation nothing is left stored: `Storage.put` (or `put_bytes`) cleans up after
     itself, and it is the last step (the download's own cleanup, on leaving
     `Fetcher.download`, is shielded and never raises).
     """
