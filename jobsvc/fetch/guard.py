@@ -6,8 +6,10 @@ unless ``allow_private_urls``), and connects the socket to an address it
 checked. DNS rebinding and redirects to internal hosts are therefore caught
 before a single byte is sent, on every hop. TLS still verifies the certificate
 against the host name (httpcore passes the URL's host as ``server_hostname`` to
-``start_tls``). `PoolTransport` lets httpx drive an httpcore pool built on that
-backend (httpx's own transport cannot take a network backend).
+``start_tls``). `GuardedTransport` lets httpx drive httpcore pools on that
+backend (httpx's own transport cannot take a network backend) and keeps
+connections alive only where the guarantee holds: each pool is keyed by the
+addresses a request's own lookup returned and checked, and connects only to them.
 
 A refused address is named in the error only when the URL spelled it: what a
 host name resolves to is logged, never told to the client (enqueue would
@@ -32,7 +34,7 @@ import trio
 from jobsvc.errors import PermanentError
 from jobsvc.fetch.policy import IPAddress
 
-__all__ = ["GuardedBackend", "GuardedTransport", "PoolTransport", "ssl_context"]
+__all__ = ["GuardedBackend", "GuardedTransport", "ssl_context"]
 
 log = logging.getLogger("jobsvc.fetch")  # the package's logger: operators filter on it
 
@@ -299,25 +301,6 @@ async def _send(
     )
     assert isinstance(response.stream, AsyncIterable)
     return response
-
-
-class PoolTransport(httpx.AsyncBaseTransport):
-    """httpx's view of an httpcore pool: httpx's own transport cannot take a network backend."""
-
-    def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self._pool = pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await _send(self._pool, request, dict(request.extensions))
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_PoolStream(response.stream),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self._pool.aclose()
 
 
 class _PoolStream(httpx.AsyncByteStream):
