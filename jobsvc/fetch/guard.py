@@ -232,8 +232,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if connect is not None:  # resolving and connecting share the connect timeout, as before
             timeouts["connect"] = max(connect - (trio.current_time() - started), 0.0)
         extensions = {**request.extensions, "timeout": timeouts}
-        entry = await self._pool_for((scheme, raw_host, port, frozenset(addresses)), addresses)
-        entry.users += 1
+        entry = await self._acquire((scheme, raw_host, port, frozenset(addresses)), addresses)
         try:
             try:
                 response = await _send(entry.pool, request, extensions)
@@ -249,10 +248,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             extensions=response.extensions,
         )
 
-    async def _pool_for(self, key: _PoolKey, addresses: tuple[IPAddress, ...]) -> _Pool:
+    async def _acquire(self, key: _PoolKey, addresses: tuple[IPAddress, ...]) -> _Pool:
+        """The pool for ``key``, counted as used (before any await: eviction skips it)."""
         entry = self._pools.get(key)
         if entry is not None:
             self._pools.move_to_end(key)
+            entry.users += 1
             return entry
         entry = _Pool(
             httpcore.AsyncConnectionPool(
@@ -263,8 +264,9 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 keepalive_expiry=self._keepalive_expiry,
             )
         )
+        entry.users += 1
         self._pools[key] = entry
-        idle = [k for k, p in self._pools.items() if p.users == 0 and k != key]
+        idle = [k for k, p in self._pools.items() if p.users == 0]
         for old in idle[: max(len(self._pools) - self._max_pools, 0)]:
             await _close_pool(self._pools.pop(old).pool)
         return entry

@@ -130,7 +130,7 @@ def keep_alive() -> Iterator[KeepAlive]:
 
 
 class MovableResolver(trio.abc.HostnameResolver):
-    """``pool.test`` resolves to ``self.address``; numeric hosts resolve to themselves."""
+    """Every ``*.test`` name resolves to ``self.address``; numeric hosts resolve to themselves."""
 
     def __init__(self) -> None:
         self.address = "127.0.0.1"
@@ -144,7 +144,7 @@ class MovableResolver(trio.abc.HostnameResolver):
         proto: int = 0,
         flags: int = 0,
     ) -> list[Any]:
-        address = self.address if host == b"pool.test" else (host or b"").decode()
+        address = self.address if (host or b"").endswith(b".test") else (host or b"").decode()
         return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port or 0)))]
 
     async def getnameinfo(self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int) -> Any:
@@ -246,6 +246,13 @@ async def test_a_cancelled_download_closes_its_kept_alive_connection_at_once(
     first, slow, last = keep_alive.requests()
     assert slow.client_port == first.client_port  # the slow one reused the idle connection...
     assert last.client_port != slow.client_port  # ...which was closed, not pooled, on cancel
+
+
+async def test_idle_pools_are_bounded(keep_alive: KeepAlive, dns: MovableResolver, fetcher: Fetcher) -> None:
+    for n in range(24):
+        await fetch(fetcher, f"http://host{n}.test:{keep_alive.port}/x.png")
+    assert fetcher._transport.pool_count <= 16  # the oldest idle pools (and sockets) were closed
+    assert len(keep_alive.requests()) == 24
 
 
 # --------------------------------------------------------------------------- small bodies in memory
