@@ -177,6 +177,9 @@ def pipeline_targets(results: Results) -> list[list[str]]:
         if get_ceiling and get_ceiling.values:
             share = to_file.median / get_ceiling.median * 100
             beside = f"; image server ceiling {get_ceiling.median:,.0f}/s ({share:.0f} % of it)"
+        noop = results.get("pipeline", "no-op handler (the queue alone)", "1 worker")
+        if noop and noop.values:  # the machine's state: the same jobs with no download at all
+            beside += f"; no-op handler {noop.median:,.0f} jobs/s in this run"
         out.append(
             [
                 f"small → file ≥ 2x {PIPELINE_BASELINE:.0f}/s (≥ 500/s), per worker",
