@@ -73,6 +73,7 @@ def evaluate(results: Results) -> list[list[str]]:
                 ]
             )
     out += http_targets(results)
+    out += pipeline_targets(results)
     for where in ("file", "moto S3"):
         small = next(
             (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"10 KB → {where}")),
@@ -153,6 +154,61 @@ def http_targets(results: Results) -> list[list[str]]:
                     "batch ≥ 10x the single rate",
                     f"{batch.median:,.0f} / {single.median:,.0f} = {ratio:.1f}x",
                     _verdict(ratio >= 10),
+                ]
+            )
+    return out
+
+
+#: Issue 14's baseline: small images → file storage, one worker, before round 2.
+PIPELINE_BASELINE = 237.0
+#: Issue 14: peak RSS of a worker with 20 MB images, either storage.
+PEAK_RSS_LIMIT = 150.0
+
+
+def pipeline_targets(results: Results) -> list[list[str]]:
+    """Issue 14: the image pipeline against its baseline and its neighbours' own ceilings."""
+    out: list[list[str]] = []
+    small = "small (70 B PNG)"
+    to_file = results.get("pipeline", f"{small} → file", "1 worker")
+    get_ceiling = results.get("pipeline", f"{small}: image server GET ceiling", "bare GETs")
+    if to_file and to_file.values:
+        ratio = to_file.median / PIPELINE_BASELINE
+        beside = ""
+        if get_ceiling and get_ceiling.values:
+            share = to_file.median / get_ceiling.median * 100
+            beside = f"; image server ceiling {get_ceiling.median:,.0f}/s ({share:.0f} % of it)"
+        noop = results.get("pipeline", "no-op handler (the queue alone)", "1 worker")
+        if noop and noop.values:  # the machine's state: the same jobs with no download at all
+            beside += f"; no-op handler {noop.median:,.0f} jobs/s in this run"
+        out.append(
+            [
+                f"small → file ≥ 2x {PIPELINE_BASELINE:.0f}/s (≥ 500/s), per worker",
+                f"{to_file.median:,.0f}/s = {ratio:.2f}x{beside}",
+                _verdict(to_file.median >= 500),
+            ]
+        )
+    to_s3 = results.get("pipeline", f"{small} → moto S3", "1 worker")
+    put_ceiling = results.get("pipeline", f"{small}: moto PUT ceiling", "bare boto3 PUTs")
+    if to_s3 and to_s3.values and put_ceiling and put_ceiling.values:
+        share = to_s3.median / put_ceiling.median * 100
+        out.append(
+            [
+                "small → S3 ≥ 80 % of moto's bare PUT rate (same concurrency and size)",
+                f"{to_s3.median:,.0f} / {put_ceiling.median:,.0f} = {share:.0f} %",
+                _verdict(share >= 80),
+            ]
+        )
+    for where in ("file", "moto S3"):
+        big = next(
+            (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"20 MB → {where}")),
+            None,
+        )
+        if big:
+            out.append(
+                [
+                    f"peak RSS, 20 MB images ≤ {PEAK_RSS_LIMIT:.0f} MiB ({where})",
+                    f"{big.median:.0f} MiB",
+                    _verdict(big.median <= PEAK_RSS_LIMIT),
                 ]
             )
     return out

@@ -21,7 +21,7 @@ class ImagePipeline:
 
     Raises `PermanentError` or `TransientError` (from `jobsvc.fetch` and
     `jobsvc.storage`), which `jobsvc.retry` maps to the job's next state. On any
-    error or cancellation nothing is left stored: `Storage.put` cleans up after
+    error or cancellation nothing is left stored: `Storage.put` (or `put_bytes`) cleans up after
     itself, and it is the last step (the download's own cleanup, on leaving
     `Fetcher.download`, is shielded and never raises).
     """
@@ -37,4 +37,8 @@ class ImagePipeline:
         async with self._fetcher.download(job.img_url) as download:
             if self._on_downloaded is not None:
                 self._on_downloaded(download.size)
-            await self._storage.put(job.storage_key, download.path, download.mime)
+            if download.data is not None:
+                await self._storage.put_bytes(job.storage_key, download.data, download.mime)
+            else:
+                assert download.path is not None
+                await self._storage.put(job.storage_key, download.path, download.mime)

@@ -8,7 +8,8 @@ A client names any URL it likes, so every download is checked at four points:
 2. the address, at connect time (`guard.GuardedBackend`): every address the
    host resolves to must pass the rule (`is_public_address` unless
    ``allow_private_urls``), and the socket is connected to the address that was
-   checked;
+   checked; a kept-alive connection is reused only for a request whose own
+   lookup returned its address (`guard.GuardedTransport`);
 3. the size (`body`): a Content-Length over ``max_image_bytes`` is refused at
    once; the bytes received and the bytes decoded are counted against the cap
    while streaming;
@@ -16,7 +17,7 @@ A client names any URL it likes, so every download is checked at four points:
    `filetype`, never from Content-Type.
 
 One module per part: `policy` (the rules, pure), `guard` (the network seam),
-`body` (streaming, decoding, the magic-byte check, the temporary file),
+`body` (streaming, decoding, the magic-byte check, the temporary file for bodies over 256 KiB),
 `fetcher` (`Fetcher`, which composes them and translates errors).
 
 Errors (see `jobsvc.errors`)::

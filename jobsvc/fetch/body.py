@@ -4,9 +4,9 @@ The size cap (``max_image_bytes``): a Content-Length over it is refused at
 once, and both the bytes received and the bytes decoded (Content-Encoding is
 undone here, in bounded steps, so a compression bomb cannot inflate memory) are
 counted against it while streaming. Image-ness is decided from the first bytes
-with `filetype`, never from Content-Type. A download is spooled to a temporary
-file, so memory stays flat whatever the image size. See docs/ARCHITECTURE.md,
-"The fetcher".
+with `filetype`, never from Content-Type. A download larger than 256 KiB is
+spooled to a temporary file, so memory stays flat whatever the image size; a
+smaller one stays in memory (`Spill`). See docs/ARCHITECTURE.md, "The fetcher".
 
 Accepted formats (`ACCEPTED_MIMES`): JPEG, PNG, APNG, GIF, WebP, BMP, TIFF,
 AVIF, HEIC, ICO, JPEG 2000 and PSD: the image formats `filetype` 1.2 detects
@@ -33,7 +33,7 @@ import trio
 
 from jobsvc.errors import PermanentError
 
-__all__ = ["ACCEPTED_MIMES", "discard", "image_kind", "open_temp", "read_head", "save_body"]
+__all__ = ["ACCEPTED_MIMES", "Spill", "discard", "image_kind", "open_temp", "read_head", "save_body"]
 
 log = logging.getLogger("jobsvc.fetch")  # the package's logger: operators filter on it
 
@@ -151,8 +151,51 @@ async def read_head(response: httpx.Response, cap: int) -> bytes:
     return bytes(head[:_HEAD_BYTES])
 
 
-async def save_body(response: httpx.Response, file: BinaryIO, cap: int) -> tuple[int, Any]:
-    """Stream the body into ``file``; return (size, filetype kind). Stops early on a non-image."""
+class Spill:
+    """The temporary file of one download, made only once its body outgrows memory.
+
+    A body that ends before `_WRITE_BUFFER` bytes never touches the disk: it stays
+    in the buffer `save_body` fills anyway (so memory per download is bounded by
+    `_WRITE_BUFFER` either way), and costs no thread hop for a file.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self.path: Path | None = None
+        self.file: BinaryIO | None = None
+
+    async def write(self, data: bytearray) -> None:
+        """Append ``data`` to the file (made on first use), in one thread hop."""
+        await trio.to_thread.run_sync(self._write, data)
+
+    def _write(self, data: bytearray) -> None:
+        if self.file is None:
+            self.path, self.file = open_temp(self._directory)
+        self.file.write(data)
+
+    async def finish(self, data: bytearray) -> None:
+        """Write the rest and close the file, in one thread hop."""
+        await trio.to_thread.run_sync(self._finish, data)
+
+    def _finish(self, data: bytearray) -> None:
+        self._write(data)
+        assert self.file is not None
+        self.file.close()
+
+    async def discard(self) -> None:
+        """Remove the file if one was made; shielded, never raises (runs in a `finally`)."""
+        if self.path is not None and self.file is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(discard, self.path, self.file)
+
+
+async def save_body(response: httpx.Response, spill: Spill, cap: int) -> tuple[int, Any, bytes | None]:
+    """Stream the body; return (size, filetype kind, the body if it stayed in memory).
+
+    The body stays in memory when it ends before `_WRITE_BUFFER` bytes; otherwise it
+    goes to ``spill``'s file, one thread hop per `_WRITE_BUFFER`, and None is
+    returned for it. Stops early on a non-image.
+    """
     head = bytearray()
     kind = None
     pending = bytearray()
@@ -167,13 +210,14 @@ async def save_body(response: httpx.Response, file: BinaryIO, cap: int) -> tuple
             pending += chunk
             if len(pending) >= _WRITE_BUFFER:
                 # The thread writes the buffer itself (no copy); it is cleared once written.
-                await trio.to_thread.run_sync(file.write, pending)
+                await spill.write(pending)
                 pending.clear()
     if kind is None:
         kind = image_kind(bytes(head))
-    await trio.to_thread.run_sync(file.write, pending)
-    await trio.to_thread.run_sync(file.flush)
-    return size, kind
+    if spill.file is None:
+        return size, kind, bytes(pending)
+    await spill.finish(pending)
+    return size, kind, None
 
 
 def open_temp(directory: Path | None) -> tuple[Path, BinaryIO]:

@@ -10,9 +10,12 @@ Our own decisions raise PermanentError/TransientError where they are made;
 exceptions of the layers below (httpx, httpcore, idna, trio, zlib, OS) are
 translated in one place, `_translate_errors`. Cancellation is never translated.
 
-Every request gets its own connection pool (sharing the backend and one SSL
-context), closed when the request ends: cancelling a download closes its TCP
-connection at once, and no state is shared between jobs.
+One `httpx.AsyncClient` per `Fetcher`, over `guard.GuardedTransport`: connections
+are kept alive between jobs, but every request resolves and checks its host
+again and only reuses a connection to an address that lookup returned (see
+`GuardedTransport`). A response closed before its end (an error, a cancelled
+download) closes its TCP connection at once. The client keeps no cookies, so
+nothing but idle sockets is shared between jobs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 
 import httpcore
@@ -30,10 +34,13 @@ import trio
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError
 from jobsvc.fetch import body, policy
-from jobsvc.fetch.guard import GuardedBackend, PoolTransport, ssl_context
+from jobsvc.fetch.guard import GuardedBackend, GuardedTransport, ssl_context
 from jobsvc.fetch.policy import IPAddress
 
 __all__ = ["Download", "Fetcher"]
+
+#: A cookie jar that keeps nothing: the client is shared by every job of the process.
+_NO_COOKIES = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 _HEADERS = {
     "User-Agent": "jobsvc/0.1",
@@ -70,12 +77,14 @@ def _translate_errors(timeout_message: str) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class Download:
-    """A verified image in a local temporary file, valid inside `Fetcher.download`'s block."""
+    """A verified image, valid inside `Fetcher.download`'s block: in memory (``data``) when it
+    is under 256 KiB, else in a local temporary file (``path``); exactly one of them is set."""
 
-    path: Path
     size: int
     mime: str
     extension: str
+    path: Path | None = None
+    data: bytes | None = None
 
 
 class Fetcher:
@@ -101,32 +110,40 @@ class Fetcher:
         self._ssl_context = ssl_context()
         self._tmp_dir = tmp_dir
         self._timeout = httpx.Timeout(settings.fetch_timeout, connect=settings.connect_timeout)
+        self._transport = GuardedTransport(self._backend, self._ssl_context)
+        self._client = httpx.AsyncClient(
+            transport=self._transport,
+            trust_env=False,
+            timeout=self._timeout,
+            headers=_HEADERS,
+            follow_redirects=False,
+            event_hooks={"response": [policy.check_redirect]},
+            cookies=_NO_COOKIES,  # one client serves every job: nothing may carry from one to the next
+        )
 
     async def aclose(self) -> None:
-        """Nothing is pooled across downloads, so there is nothing left to close."""
+        """Close the kept-alive connections."""
+        await _close_shielded(self._client.aclose)
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[Download]:
-        """Download ``url`` into a temporary file and yield it as a verified `Download`.
+        """Download ``url`` and yield it as a verified `Download` (in memory or a temporary file).
 
         The whole transfer (DNS, connect, redirects, body) is bounded by
         ``fetch_timeout``; the block of the ``async with`` is not. The
-        temporary file is removed when the block exits, whether it returns,
-        raises or is cancelled. On cancellation the HTTP connection is closed
-        at once and `trio.Cancelled` propagates untranslated.
+        temporary file, if one was needed, is removed when the block exits,
+        whether it returns, raises or is cancelled. On cancellation the HTTP
+        connection is closed at once and `trio.Cancelled` propagates untranslated.
         """
         timeout_message = f"the download took longer than {self._settings.fetch_timeout:g} seconds"
-        with _translate_errors(timeout_message):
-            path, file = await trio.to_thread.run_sync(body.open_temp, self._tmp_dir)
+        spill = body.Spill(self._tmp_dir)
         try:
             with _translate_errors(timeout_message), trio.fail_after(self._settings.fetch_timeout):
                 async with self._response(url) as response:
-                    size, kind = await body.save_body(response, file, self._settings.max_image_bytes)
-            await trio.to_thread.run_sync(file.close)
-            yield Download(path=path, size=size, mime=kind.mime, extension=kind.extension)
+                    size, kind, data = await body.save_body(response, spill, self._settings.max_image_bytes)
+            yield Download(size=size, mime=kind.mime, extension=kind.extension, path=spill.path, data=data)
         finally:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(body.discard, path, file)
+            await spill.discard()
 
     async def probe(self, url: str) -> None:
         """Enqueue-time check: the address rules, then the first bytes must be an accepted image.
@@ -145,15 +162,8 @@ class Fetcher:
     @asynccontextmanager
     async def _response(self, url: str) -> AsyncIterator[httpx.Response]:
         """The final response after checked redirects, with a 2xx status; everything closed on exit."""
-        pool = httpcore.AsyncConnectionPool(ssl_context=self._ssl_context, network_backend=self._backend)
-        client = httpx.AsyncClient(
-            transport=PoolTransport(pool),
-            trust_env=False,
-            timeout=self._timeout,
-            headers=_HEADERS,
-            follow_redirects=False,
-            event_hooks={"response": [policy.check_redirect]},
-        )
+        client = self._client
+        response: httpx.Response | None = None
         try:
             request = client.build_request("GET", policy.check_url(url))
             seen = {str(request.url)}
@@ -161,25 +171,27 @@ class Fetcher:
                 response = await client.send(request, stream=True)
                 if response.next_request is None:
                     break
-                await response.aclose()
                 request = response.next_request
+                await _close_shielded(response.aclose)
+                response = None
                 policy.check_url(request.url)
                 if str(request.url) in seen:
                     raise PermanentError("the server redirects in a loop")
                 seen.add(str(request.url))
             else:
                 raise PermanentError(f"the server redirected more than {policy.MAX_REDIRECTS} times")
-            try:
-                error = policy.classify_status(response.status_code)
-                if error is not None:
-                    raise error(f"the server answered {policy.status_text(response.status_code)}")
-                yield response
-            finally:
-                await _close_shielded(response.aclose)
+            assert response is not None
+            error = policy.classify_status(response.status_code)
+            if error is not None:
+                raise error(f"the server answered {policy.status_text(response.status_code)}")
+            yield response
         finally:
             # Shielded: under a cancellation, an unshielded close raises at its first
-            # checkpoint and can leave the socket open until garbage collection.
-            await _close_shielded(client.aclose)
+            # checkpoint and can leave the socket open until garbage collection. A
+            # response closed before its end closes its connection: only a response
+            # read to its end returns its connection to the pool.
+            if response is not None:
+                await _close_shielded(response.aclose)
 
 
 async def _close_shielded(aclose: Callable[[], Awaitable[None]]) -> None:

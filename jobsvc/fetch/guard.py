@@ -6,8 +6,10 @@ unless ``allow_private_urls``), and connects the socket to an address it
 checked. DNS rebinding and redirects to internal hosts are therefore caught
 before a single byte is sent, on every hop. TLS still verifies the certificate
 against the host name (httpcore passes the URL's host as ``server_hostname`` to
-``start_tls``). `PoolTransport` lets httpx drive an httpcore pool built on that
-backend (httpx's own transport cannot take a network backend).
+``start_tls``). `GuardedTransport` lets httpx drive httpcore pools on that
+backend (httpx's own transport cannot take a network backend) and keeps
+connections alive only where the guarantee holds: each pool is keyed by the
+addresses a request's own lookup returned and checked, and connects only to them.
 
 A refused address is named in the error only when the URL spelled it: what a
 host name resolves to is logged, never told to the client (enqueue would
@@ -21,6 +23,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -31,7 +34,7 @@ import trio
 from jobsvc.errors import PermanentError
 from jobsvc.fetch.policy import IPAddress
 
-__all__ = ["GuardedBackend", "PoolTransport", "ssl_context"]
+__all__ = ["GuardedBackend", "GuardedTransport", "ssl_context"]
 
 log = logging.getLogger("jobsvc.fetch")  # the package's logger: operators filter on it
 
@@ -61,6 +64,23 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         deadline = trio.current_time() + (float("inf") if timeout is None else timeout)
         addresses = await self._resolve(host, port, deadline)
+        return await self.connect_checked(host, addresses, port, deadline, local_address, socket_options)
+
+    async def resolve(self, host: str, port: int, limit: float | None) -> tuple[IPAddress, ...]:
+        """Every address ``host`` resolves to, each checked against the rule (PermanentError if any fails)."""
+        deadline = trio.current_time() + (float("inf") if limit is None else limit)
+        return tuple(await self._resolve(host, port, deadline))
+
+    async def connect_checked(
+        self,
+        host: str,
+        addresses: Iterable[IPAddress],
+        port: int,
+        deadline: float,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        """Connect to the first of ``addresses`` (already checked by `resolve`) that answers."""
         error: Exception = httpcore.ConnectError(f"{host} has no address to connect to")
         for ip in addresses:
             remaining = deadline - trio.current_time()
@@ -113,50 +133,194 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await trio.sleep(seconds)
 
 
-class PoolTransport(httpx.AsyncBaseTransport):
-    """httpx's view of an httpcore pool: httpx's own transport cannot take a network backend."""
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """One pool's backend: it connects only to the addresses its pool is keyed by.
 
+    Those addresses were resolved and checked by `GuardedBackend.resolve` for the
+    request that made the pool, and every later request reaches the pool only after
+    its own lookup returned the same set (`GuardedTransport`).
+    """
+
+    def __init__(self, guard: GuardedBackend, addresses: tuple[IPAddress, ...]) -> None:
+        self._guard = guard
+        self._addresses = addresses
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        deadline = trio.current_time() + (float("inf") if timeout is None else timeout)
+        return await self._guard.connect_checked(
+            host, self._addresses, port, deadline, local_address, socket_options
+        )
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise PermanentError("unix sockets are never fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+_PoolKey = tuple[bytes, bytes, int, frozenset[IPAddress]]
+
+#: Errors of a request on a kept-alive connection that the server closed meanwhile
+#: (it races our reuse): raised before any response, so one more try is safe for a GET.
+_STALE_CONNECTION = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
+
+
+class _Pool:
     def __init__(self, pool: httpcore.AsyncConnectionPool) -> None:
-        self._pool = pool
+        self.pool = pool
+        self.users = 0  # requests whose response is still open
+
+
+class GuardedTransport(httpx.AsyncBaseTransport):
+    """Keep-alive connections without weakening the guard: one pool per (origin, checked addresses).
+
+    Every request, every redirect hop included, resolves its host and checks every
+    address first (`GuardedBackend.resolve`), exactly as a fresh connection would;
+    a refused address fails here, before any pool is chosen. The request then goes
+    to the pool keyed by its scheme, host, port *and the set of addresses this
+    lookup returned*, whose backend connects only to those addresses. So a reused
+    connection is always to an address this request's own lookup returned and the
+    rule allowed: a host that now resolves elsewhere gets another pool (a fresh,
+    checked connection), never the old socket.
+
+    A response closed before its end (an error, a cancelled download) closes its
+    connection (httpcore does not return a half-read connection to the pool), so
+    cancellation still drops the TCP connection at once. Idle connections expire
+    after ``keepalive_expiry`` seconds; at most ``max_pools`` pools are kept (idle
+    ones are closed first), each with at most ``max_idle`` idle connections.
+    """
+
+    def __init__(
+        self,
+        guard: GuardedBackend,
+        ssl_context: ssl.SSLContext,
+        *,
+        max_pools: int = 16,
+        max_idle: int = 16,
+        keepalive_expiry: float = 2.0,
+    ) -> None:
+        self._guard = guard
+        self._ssl_context = ssl_context
+        self._max_pools = max_pools
+        self._max_idle = max_idle
+        self._keepalive_expiry = keepalive_expiry
+        self._pools: OrderedDict[_PoolKey, _Pool] = OrderedDict()
+
+    @property
+    def pool_count(self) -> int:
+        return len(self._pools)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        response = await self._pool.handle_async_request(
-            httpcore.Request(
-                method=request.method,
-                url=httpcore.URL(
-                    scheme=request.url.raw_scheme,
-                    host=request.url.raw_host,
-                    port=request.url.port,
-                    target=request.url.raw_path,
-                ),
-                headers=request.headers.raw,
-                content=request.stream,
-                extensions=request.extensions,
-            )
-        )
-        assert isinstance(response.stream, AsyncIterable)
+        scheme, raw_host = request.url.raw_scheme, request.url.raw_host
+        port = request.url.port or (443 if scheme == b"https" else 80)
+        timeouts = dict(request.extensions.get("timeout", {}))
+        connect = timeouts.get("connect")
+        started = trio.current_time()
+        addresses = await self._guard.resolve(raw_host.decode("ascii"), port, connect)
+        if connect is not None:  # resolving and connecting share the connect timeout, as before
+            timeouts["connect"] = max(connect - (trio.current_time() - started), 0.0)
+        extensions = {**request.extensions, "timeout": timeouts}
+        entry = await self._acquire((scheme, raw_host, port, frozenset(addresses)), addresses)
+        try:
+            try:
+                response = await _send(entry.pool, request, extensions)
+            except _STALE_CONNECTION:
+                response = await _send(entry.pool, request, extensions)
+        except BaseException:
+            entry.users -= 1
+            raise
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,
-            stream=_PoolStream(response.stream),
+            stream=_PoolStream(response.stream, entry),
             extensions=response.extensions,
         )
 
+    async def _acquire(self, key: _PoolKey, addresses: tuple[IPAddress, ...]) -> _Pool:
+        """The pool for ``key``, counted as used (before any await: eviction skips it)."""
+        entry = self._pools.get(key)
+        if entry is not None:
+            self._pools.move_to_end(key)
+            entry.users += 1
+            return entry
+        entry = _Pool(
+            httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl_context,
+                network_backend=_PinnedBackend(self._guard, addresses),
+                max_connections=None,  # the worker's concurrency is the bound
+                max_keepalive_connections=self._max_idle,
+                keepalive_expiry=self._keepalive_expiry,
+            )
+        )
+        entry.users += 1
+        self._pools[key] = entry
+        idle = [k for k, p in self._pools.items() if p.users == 0]
+        for old in idle[: max(len(self._pools) - self._max_pools, 0)]:
+            await _close_pool(self._pools.pop(old).pool)
+        return entry
+
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for entry in pools:
+            await _close_pool(entry.pool)
+
+
+async def _close_pool(pool: httpcore.AsyncConnectionPool) -> None:
+    # Shielded and bounded: closing idle sockets must finish even while cancelled.
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await pool.aclose()
+
+
+async def _send(
+    pool: httpcore.AsyncConnectionPool, request: httpx.Request, extensions: dict[str, Any]
+) -> httpcore.Response:
+    assert isinstance(request.stream, httpx.AsyncByteStream)
+    response = await pool.handle_async_request(
+        httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=extensions,
+        )
+    )
+    assert isinstance(response.stream, AsyncIterable)
+    return response
 
 
 class _PoolStream(httpx.AsyncByteStream):
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, entry: _Pool | None = None) -> None:
         self._stream = stream
+        self._entry = entry  # counted as a user of its pool until closed
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for part in self._stream:
             yield part
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        entry, self._entry = self._entry, None
+        try:
+            await self._stream.aclose()
+        finally:
+            if entry is not None:
+                entry.users -= 1
 
 
 @functools.cache

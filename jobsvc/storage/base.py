@@ -56,6 +56,9 @@ class Storage(Protocol):
     async def put(self, key: str, path: Path, content_type: str) -> None:
         """Store the file at ``path``; if this raises or is cancelled, nothing is left under ``key``."""
 
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` (a small download kept in memory); the same guarantee as `put`."""
+
     async def delete(self, key: str) -> None:
         """Remove ``key``; a missing key is not an error."""
 

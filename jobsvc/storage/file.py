@@ -1,7 +1,8 @@
 """`FileStorage`: results as files under a directory, ``root/{jobId}/{resultFile}``.
 
-`put` copies to a hidden temporary name next to the target, then renames it
-(atomic). ``OSError`` becomes `TransientError` in one place, `_file_errors`.
+`put` (a file) and `put_bytes` (a small download kept in memory) write a hidden
+temporary name next to the target, fsync it, then rename it (atomic), all in
+one thread hop. ``OSError`` becomes `TransientError` in one place, `_file_errors`.
 Blocking file I/O runs in ``trio.to_thread.run_sync``.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,25 +32,39 @@ def _file_errors(action: str) -> Iterator[None]:
         raise TransientError(f"the result directory could not {action} ({exc.strerror or exc})") from exc
 
 
-def _copy_to_temp(source: Path, directory: Path) -> Path:
-    """A durable copy of ``source`` under a hidden temporary name in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".jobsvc-", suffix=".tmp", dir=directory)
+def _write_file(source: Path, out: int) -> None:
+    with open(source, "rb") as src:
+        # In the kernel (sendfile): no user-space buffer per job in flight.
+        size, offset = os.fstat(src.fileno()).st_size, 0
+        while offset < size:
+            sent = os.sendfile(out, src.fileno(), offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+
+
+def _write_bytes(data: bytes, out: int) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out, view) :]
+
+
+def _store(target: Path, write: Callable[[int], None]) -> None:
+    """Write a durable temporary file next to ``target`` with ``write``, then rename it to
+    ``target`` (atomic): the whole put in one thread hop. Leaves nothing behind if it raises."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".jobsvc-", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from a separate reader
-        with open(fd, "wb") as out, open(source, "rb") as src:
-            # In the kernel (sendfile): no user-space buffer per job in flight.
-            size, offset = os.fstat(src.fileno()).st_size, 0
-            while offset < size:
-                sent = os.sendfile(out.fileno(), src.fileno(), offset, size - offset)
-                if sent == 0:
-                    break
-                offset += sent
-            os.fsync(out.fileno())
+        try:
+            os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from a separate reader
+            write(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(name, target)
     except BaseException:
         os.unlink(name)
         raise
-    return Path(name)
 
 
 def _stat_and_head(path: Path) -> tuple[int, bytes] | None:
@@ -86,23 +101,30 @@ class FileStorage:
     async def put(self, key: str, path: Path, content_type: str) -> None:
         """Copy to a temporary name next to the target, then rename (atomic).
 
-        Cancellation during the copy or the rename (neither can be
-        interrupted) is honoured right after it: the temporary file or the
+        One thread hop does it all (`_store`): it cannot be interrupted, so a
+        cancellation that arrives meanwhile is honoured right after it: the
         renamed result is removed, shielded, and `trio.Cancelled` propagates.
         """
+        await self._put(key, functools.partial(_write_file, path))
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Like `put`, from memory."""
+        await self._put(key, functools.partial(_write_bytes, data))
+
+    async def _put(self, key: str, write: Callable[[int], None]) -> None:
         with _file_errors("store the result"):
-            target = await trio.to_thread.run_sync(self._target, key)
-            temp = await trio.to_thread.run_sync(_copy_to_temp, path, target.parent)
-            leftover = temp
+            target = await trio.to_thread.run_sync(self._store, key, write)
             try:
-                await trio.lowlevel.checkpoint()
-                await trio.to_thread.run_sync(os.replace, temp, target)
-                leftover = target
                 await trio.lowlevel.checkpoint()
             except BaseException:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(functools.partial(leftover.unlink, missing_ok=True))
+                    await trio.to_thread.run_sync(functools.partial(target.unlink, missing_ok=True))
                 raise
+
+    def _store(self, key: str, write: Callable[[int], None]) -> Path:
+        target = self._target(key)
+        _store(target, write)
+        return target
 
     async def delete(self, key: str) -> None:
         with _file_errors("delete the result"):

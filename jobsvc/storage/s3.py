@@ -97,9 +97,14 @@ def _ensure_bucket(client: S3Client, bucket: str) -> None:
     log.info("created bucket %s", bucket)
 
 
-def _put_small(client: S3Client, bucket: str, name: str, path: Path, content_type: str) -> None:
+def _put_small(client: S3Client, bucket: str, name: str, path: Path, content_type: str) -> int | None:
+    """One PUT of ``path`` if it fits in one (returns None), else its size, for a multipart upload."""
     with open(path, "rb") as body:
+        size = os.fstat(body.fileno()).st_size
+        if size > PART_SIZE:
+            return size
         client.put_object(Bucket=bucket, Key=name, Body=body, ContentType=content_type)
+    return None
 
 
 def _head(client: S3Client, bucket: str, name: str) -> dict[str, Any] | None:
@@ -271,12 +276,24 @@ class S3Storage:
         """
         name = self.object_name(key)
         client = await self.client()
-        size = await _call("read the download", functools.partial(os.path.getsize, path))
-        if size <= PART_SIZE:
-            put = functools.partial(_put_small, client, self._bucket, name, path, content_type)
-            await _call("store the result", put)
-        else:
+        put = functools.partial(_put_small, client, self._bucket, name, path, content_type)
+        size = await _call("store the result", put)  # the size check and the PUT: one thread hop
+        if size is not None:
             await _put_multipart(client, self._bucket, name, path, size, content_type)
+        await self._settle(client, name)
+
+    async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """One PUT from memory (a small download); the same guarantee as `put`."""
+        name = self.object_name(key)
+        client = await self.client()
+        put = functools.partial(
+            client.put_object, Bucket=self._bucket, Key=name, Body=data, ContentType=content_type
+        )
+        await _call("store the result", put)
+        await self._settle(client, name)
+
+    async def _settle(self, client: S3Client, name: str) -> None:
+        """A cancellation that arrived during the last, uncancellable call deletes the object again."""
         try:
             await trio.lowlevel.checkpoint()
         except BaseException:

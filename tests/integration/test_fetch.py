@@ -59,15 +59,22 @@ async def test_download_image_ok(
     async with fetcher.download(image_server.url(f"/img/{unique()}.{extension}")) as download:
         assert download.mime == mime
         assert download.size == len(body)
-        assert await trio.Path(download.path).read_bytes() == body
-        assert download.path.parent == tmp_path
+        # Under 256 KiB a body stays in memory: no temporary file at all.
+        assert download.data == body
+        assert download.path is None
+        assert await leftovers(tmp_path) == []
     assert await leftovers(tmp_path) == []
 
 
-async def test_download_large_image_is_spooled_to_disk(image_server: ImageServer, fetcher: Fetcher) -> None:
+async def test_download_large_image_is_spooled_to_disk(
+    image_server: ImageServer, fetcher: Fetcher, tmp_path: Path
+) -> None:
     padding = 3 * 1024 * 1024 + 17
     async with fetcher.download(image_server.url(f"/big/{padding}.png")) as download:
         assert download.size == len(PNG) + padding
+        assert download.path is not None
+        assert download.data is None
+        assert download.path.parent == tmp_path
         assert (await trio.Path(download.path).stat()).st_size == download.size
         assert download.extension == "png"
 
@@ -93,7 +100,7 @@ async def test_download_gzip_body_is_decoded(image_server: ImageServer, fetcher:
     async with fetcher.download(image_server.url("/gzip/1000.png")) as download:
         assert download.mime == "image/png"
         assert download.size == len(PNG) + 1000
-        assert (await trio.Path(download.path).read_bytes()).startswith(PNG)
+        assert download.data is not None and download.data.startswith(PNG)
 
 
 async def test_download_gzip_cap_counts_decoded_bytes(image_server: ImageServer, tmp_path: Path) -> None:

@@ -117,6 +117,54 @@ async def test_key_escaping_prefix_refused(storage: Storage, tmp_path: Path, key
         await storage.delete(key)
 
 
+async def test_put_bytes_round_trip(storage: Storage) -> None:
+    # A small download kept in memory (jobsvc.fetch) is stored from its bytes.
+    key = new_key()
+    await storage.put_bytes(key, PNG, "image/png")
+    stored = await storage.open(key)
+    assert stored is not None
+    assert (stored.content_type, stored.size) == ("image/png", len(PNG))
+    assert await read_all(stored) == PNG
+
+
+async def test_put_bytes_refuses_a_key_that_escapes(storage: Storage) -> None:
+    with pytest.raises(PermanentError):
+        await storage.put_bytes("../escape.png", PNG, "image/png")
+
+
+async def test_put_bytes_cancelled_before_start_leaves_nothing(storage: Storage) -> None:
+    key = new_key()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await storage.put_bytes(key, PNG, "image/png")
+    assert scope.cancelled_caught
+    assert await storage.open(key) is None
+
+
+async def test_file_put_cancelled_during_its_one_thread_hop_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write, fsync and rename are one uncancellable hop: a cancel that arrives
+    # meanwhile is honoured right after it, and the renamed result is removed again.
+    import jobsvc.storage.file as file_module
+
+    storage = FileStorage(tmp_path / "results")
+    write = file_module._write_bytes
+
+    def write_then_cancel(data: bytes, out: int) -> None:
+        trio.from_thread.run_sync(scope.cancel)
+        write(data, out)
+
+    monkeypatch.setattr(file_module, "_write_bytes", write_then_cancel)
+    key = new_key()
+    with trio.CancelScope() as scope:
+        await storage.put_bytes(key, PNG, "image/png")
+    assert scope.cancelled_caught
+    assert await storage.open(key) is None
+    job_dir = trio.Path(tmp_path / "results" / key.split("/")[0])
+    assert list(await job_dir.iterdir()) == []  # no temporary file either
+
+
 async def test_open_missing_key_is_none(storage: Storage) -> None:
     assert await storage.open(new_key()) is None
 

@@ -48,8 +48,10 @@ async def test_a_killed_workers_partial_download_is_swept_and_a_live_workers_is_
     spawn: Spawn, database_url: str, image_server: Any, tmp_path: Path
 ) -> None:
     base = tmp_path / "spool"
-    stall = f"/stall-once/{uuid.uuid4().hex}/a.png"  # endless the first time, a PNG the second
-    slow = f"/slow/{uuid.uuid4().hex}/c.png"  # endless
+    # Endless the first time (a PNG the second), past the 256 KiB a download keeps in
+    # memory: the partial body is in a spool file, as any large download's is.
+    stall = f"/stall-once-spooled/{uuid.uuid4().hex}/a.png"
+    slow = f"/slow-spooled/{uuid.uuid4().hex}/c.png"  # endless, spooled
     doomed = worker(spawn, database_url, tmp_path, "worker-a")
     job_a = enqueue(database_url, image_server.url(stall))
     await until(lambda: row(database_url, job_a.id).worker_id == "worker-a", timeout=15, thread=True)
