@@ -11,7 +11,8 @@ One module per idea, all re-exported here (callers use ``queue.X``):
 - `enqueues` — `enqueue`, `enqueue_many`, `check_identical`, the quota (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
-- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `cancel_requested`, `rescue`;
+- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`,
+  `cancel_requested`, `rescue`;
 - `lifecycle` — `clean_batch` and `compact_counts` under `CLEAN_LOCK`;
 - `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`.
 """
@@ -24,6 +25,7 @@ from jobsvc.queue.claims import (
     cancel_requested,
     claim,
     finish,
+    finish_and_claim,
     rescue,
     write_decisions,
 )
@@ -108,6 +110,7 @@ __all__ = [
     "enqueue_many",
     "existing_keys",
     "finish",
+    "finish_and_claim",
     "get_by_ids",
     "get_job",
     "get_result",

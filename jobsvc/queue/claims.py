@@ -1,5 +1,6 @@
-"""The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, the
-cancel catch-up, and `rescue`. The decisions written are `jobsvc.retry`'s."""
+"""The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, both in
+one transaction (`finish_and_claim`), the cancel catch-up, and `rescue`. The decisions
+written are `jobsvc.retry`'s."""
 
 from __future__ import annotations
 
@@ -78,6 +79,32 @@ def finish(
     jobs = write_decisions(conn, [policy.decide(Job.from_row(r), by_id[r["id"]]) for r in rows])
     conn.execute(UNLOCK_SQL, {"ids": list(by_id)})
     return jobs
+
+
+def finish_and_claim(
+    conn: Conn,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+    ring: TenantRing | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> tuple[list[Job], list[Job], float | None]:
+    """One worker cycle in the caller's one transaction: record ``outcomes`` (`finish`),
+    then claim up to ``limit`` rows (`claim`; none when ``limit`` is 0). Returns the rows
+    written, the rows claimed and the claim's next-due seconds.
+
+    One commit for both halves: the new advisory locks are still taken in the claim's
+    transaction (this one), and a crash before the commit loses nothing: the outcomes
+    are not recorded and the claimed rows stay Queued, so the rescuer finds the old rows
+    Processing with their locks gone (the session died with the process), as after a
+    crash before a finish of their own. Finish first, so a row given back at once
+    (``requeue``) can be claimed again in the same cycle.
+    """
+    written = finish(conn, worker_id, outcomes, policy) if outcomes else []
+    if limit <= 0:
+        return written, [], None
+    claimed, next_due = claim(conn, worker_id, limit, ring)
+    return written, claimed, next_due
 
 
 def write_decisions(conn: Conn, decisions: Sequence[Decision]) -> list[Job]:

@@ -10,7 +10,7 @@ owns the row is gone: nothing is recorded, the rescuer moves the row on).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,8 +97,10 @@ class Executor:
             with trio.CancelScope(shield=True):
                 if outcome is not None and self.finisher is not None:
                     await self.finisher.record(outcome)
-            del self.running[job.id]
-            self._changed.set()
+            # Usually `release` has done it already; never remove a new claim of the same row.
+            if self.running.get(job.id) is slot:
+                del self.running[job.id]
+                self._changed.set()
             self._on_end()
 
     async def _attempt(self, handler: Handler, job: Job) -> Outcome:
@@ -110,6 +112,15 @@ class Executor:
             log.exception("handler for job %s/%s raised", job.job_id, job.result_file)
             return outcome_of(job.id, exc)
         return outcome_of(job.id, None)
+
+    def release(self, recorded: Sequence[Outcome]) -> None:
+        """These outcomes are committed: their jobs no longer hold slots. Called by the
+        claimer's cycle before it admits the rows it claimed in the same call (which may
+        include one of these rows again), while the jobs' own tasks have yet to resume."""
+        for outcome in recorded:
+            self.running.pop(outcome.id, None)
+        if recorded:
+            self._changed.set()
 
     def cancel(self, row_id: int) -> None:
         """A cancel request for ``row_id``: stop it if it runs here, else remember it for a

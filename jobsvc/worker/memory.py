@@ -57,6 +57,17 @@ class MemorySession:
     async def finish(self, outcomes: Sequence[Outcome], policy: RetryPolicy) -> list[Job]:
         return await self._call(lambda: self._store._finish(self, outcomes, policy))
 
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
+    ) -> tuple[list[Job], list[Job], float | None]:
+        def cycle() -> tuple[list[Job], list[Job], float | None]:
+            written = self._store._finish(self, outcomes, policy) if outcomes else []
+            if limit <= 0:
+                return written, [], None
+            return (written, *self._store._claim(self, limit))
+
+        return await self._call(cycle)
+
     async def ping(self) -> None:
         await self._call(lambda: None)
 
