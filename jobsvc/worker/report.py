@@ -69,9 +69,12 @@ def log_transitions(jobs: Sequence[Job], *, rescued: bool = False, logger: loggi
     """`log_transition` for each of ``jobs``, as one batch (see the module docstring)."""
     records: list[logging.LogRecord] = []
     template: dict[str, Any] | None = None
+    levels = (logging.INFO, logging.WARNING)
+    enabled = {level: logger.isEnabledFor(level) for level in levels}
+    names = {level: logging.getLevelName(level) for level in levels}
     for job in jobs:
         level = _level(job, rescued)
-        if not logger.isEnabledFor(level):
+        if not enabled[level]:
             continue
         args, extra = _fields(job, rescued)
         if template is None:
@@ -80,9 +83,7 @@ def log_transitions(jobs: Sequence[Job], *, rescued: bool = False, logger: loggi
                 logger.name, level, __file__, 0, _FORMAT, args, None, "log_transitions"
             ).__dict__
         record = logging.LogRecord.__new__(logging.LogRecord)
-        record.__dict__.update(template)
-        record.__dict__.update(extra)
-        record.args, record.levelno, record.levelname = args, level, logging.getLevelName(level)
+        record.__dict__ = {**template, **extra, "args": args, "levelno": level, "levelname": names[level]}
         records.append(record)
     if records:
         _handle_batch(logger, records)
