@@ -9,8 +9,9 @@ import trio
 
 from jobsvc.errors import DatabaseUnavailable
 from jobsvc.metrics import Metrics
+from jobsvc.retry import Outcome
 from jobsvc.worker.executor import Executor
-from jobsvc.worker.finisher import Finisher, Pending
+from jobsvc.worker.finisher import Finisher
 from jobsvc.worker.report import log_transitions
 from jobsvc.worker.store import StoreSession
 
@@ -53,7 +54,7 @@ class Claimer:
         session breaks (found by a call, or by a health check that woke us), after
         abandoning the jobs. Either way it closes ``finisher``."""
         self._more = True  # a new session: whatever was notified meanwhile is lost
-        batch: list[Pending] = []
+        batch: list[Outcome] = []
         try:
             while True:
                 if session.broken:  # its locks, hence its jobs, are gone
@@ -80,17 +81,16 @@ class Claimer:
             self._executor.abandon()  # before the nursery cancels the jobs
             raise
         finally:
-            finisher.close(batch)
+            self._executor.release([*batch, *finisher.close()])  # never to be recorded
 
     async def _cycle(
-        self, session: StoreSession, jobs: trio.Nursery, finisher: Finisher, batch: list[Pending], limit: int
+        self, session: StoreSession, jobs: trio.Nursery, finisher: Finisher, batch: list[Outcome], limit: int
     ) -> None:
         if limit:
             self._more = False  # a wake-up during the claim sets it again
-        outcomes = [outcome for outcome, _ in batch]
-        written, claimed, next_due = await session.finish_and_claim(outcomes, finisher.policy, limit)
-        finisher.recorded(batch, written)
-        self._executor.release(outcomes)  # their slots are free before the claimed jobs take them
+        written, claimed, next_due = await session.finish_and_claim(batch, finisher.policy, limit)
+        self._executor.release(batch)  # their slots are free before the claimed jobs take them
+        finisher.recorded(written)
         if not limit:
             return
         if len(claimed) == limit:

@@ -5,24 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import trio
-
 from jobsvc.model import Job
 from jobsvc.retry import Outcome, RetryPolicy
 
-__all__ = ["Finisher", "Pending"]
-
-#: An outcome and the event its job waits on until the outcome is committed.
-Pending = tuple[Outcome, trio.Event]
+__all__ = ["Finisher"]
 
 
 class Finisher:
     """Collects the outcomes of one session's jobs for the claimer's next cycle.
 
-    `record` waits until its outcome is committed, or returns at once when the
-    session was lost (then nothing can be recorded: the rescuer moves the row on).
-    Outcomes that arrive while a cycle is in flight go into the next one.
-    ``on_pending`` is called when an outcome arrives (it wakes the claimer).
+    `post` hands an outcome over and returns at once: the job's slot stays taken until
+    the cycle that records it commits (`Executor.release`), so a job task need not
+    wait (no event and no wake-up per job). Outcomes that arrive while a cycle is in
+    flight go into the next one. ``on_pending`` is called when an outcome arrives (it
+    wakes the claimer).
     """
 
     def __init__(
@@ -34,34 +30,29 @@ class Finisher:
         self.policy = policy
         self._on_recorded = on_recorded
         self._on_pending = on_pending
-        self._pending: list[Pending] = []
-        #: Once true, `record` returns at once (set when the session is lost or its cycle ends).
+        self._pending: list[Outcome] = []
+        #: Once true, `post` refuses (set when the session is lost or its cycle ends).
         self.closed = False
 
-    async def record(self, outcome: Outcome) -> None:
+    def post(self, outcome: Outcome) -> bool:
+        """Queue ``outcome`` for the next cycle; False (nothing will be recorded) once closed."""
         if self.closed:
-            return
-        done = trio.Event()
-        self._pending.append((outcome, done))
+            return False
+        self._pending.append(outcome)
         self._on_pending()
-        await done.wait()
+        return True
 
-    def take(self) -> list[Pending]:
+    def take(self) -> list[Outcome]:
         """The outcomes waiting now, for one cycle (later ones wait for the next)."""
         batch, self._pending = self._pending, []
         return batch
 
-    def recorded(self, batch: Sequence[Pending], written: Sequence[Job]) -> None:
-        """``batch`` is committed (``written``: the rows it changed): report, release the jobs."""
-        try:
-            self._on_recorded(written)
-        finally:
-            for _, done in batch:
-                done.set()
+    def recorded(self, written: Sequence[Job]) -> None:
+        """A cycle committed; ``written`` are the rows it changed."""
+        self._on_recorded(written)
 
-    def close(self, batch: Sequence[Pending] = ()) -> None:
-        """No more cycles: release every waiting `record` (``batch``: one taken and not recorded)."""
+    def close(self) -> list[Outcome]:
+        """No more cycles: returns the outcomes that will never be recorded."""
         self.closed = True
-        for _, done in [*batch, *self._pending]:
-            done.set()
-        self._pending = []
+        dropped, self._pending = self._pending, []
+        return dropped
