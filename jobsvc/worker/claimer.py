@@ -15,7 +15,12 @@ from jobsvc.worker.finisher import Finisher
 from jobsvc.worker.report import log_transitions
 from jobsvc.worker.store import StoreSession
 
-__all__ = ["Claimer"]
+__all__ = ["CONTENDED_RETRY", "Claimer"]
+
+#: After a short claim that left due rows behind (locked by another worker's claim in
+#: flight), claim again this many seconds later: that claim commits within a round trip
+#: or two, and until then a new claim would skip the same rows again.
+CONTENDED_RETRY = 0.002
 
 
 class Claimer:
@@ -95,8 +100,11 @@ class Claimer:
             return
         if len(claimed) == limit:
             self._more = True  # a full batch: there may be more
+        elif next_due is not None:
+            # 0: due rows that another worker's claim held: look again once it has committed.
+            self._next_due = trio.current_time() + max(next_due, CONTENDED_RETRY)
         else:
-            self._next_due = math.inf if next_due is None else trio.current_time() + next_due
+            self._next_due = math.inf
         self._metrics.claims.inc(len(claimed))
         log_transitions(claimed)  # Queued -> Processing
         for job in claimed:

@@ -104,3 +104,17 @@ def test_session_killed_before_the_cycle_commits_loses_nothing(
     # The rescuer moves the orphaned rows on (a lost attempt); nothing is left Processing.
     assert {j.id: j.status for j in rescued} == dict.fromkeys(first, Status.QUEUED)
     assert {s for s, _ in rows(conn).values()} == {Status.QUEUED}
+
+
+def test_a_claim_short_because_another_claim_holds_due_rows_says_look_again_now(
+    conn: Conn, session: Conn, database_url: str
+) -> None:
+    enqueue(conn, 3)
+    with psycopg.connect(database_url, row_factory=dict_row) as rival, rival.transaction():
+        held, _ = queue.claim(rival, "w2", 2)  # not committed yet: its rows are locked, still Queued
+        with session.transaction():
+            mine, next_due = queue.claim(session, "w1", 5)
+        assert len(held) == 2 and len(mine) == 1
+        assert next_due == 0.0  # due rows left behind: not "nothing due" (None), which waits for a NOTIFY
+    with session.transaction():
+        assert queue.claim(session, "w1", 5) == ([], None)  # the rival committed: nothing left
