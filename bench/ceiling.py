@@ -94,11 +94,14 @@ def pgbench_once(ctx: Context, pgbench: str, limit: int, rows: int) -> float:
         if match is None:
             raise RuntimeError(f"no tps in pgbench output:\n{done.stdout[-2000:]}")
         completed = jobs.span(url)["completed"]
-        if completed != transactions * CLIENTS * limit:
+        if not 0 < completed <= transactions * CLIENTS * limit:
             raise RuntimeError(
-                f"pgbench completed {completed} rows, expected {transactions * CLIENTS * limit}"
+                f"pgbench completed {completed} rows, expected up to {transactions * CLIENTS * limit}"
             )
-    rate = float(match.group(1)) * limit
+    # Rows per pgbench transaction as completed, not as asked: two clients' claims running
+    # at once skip each other's locked rows, and beyond CLAIM_SLACK a claim comes back
+    # short (on a loaded machine, where each claim takes longer, often).
+    rate = float(match.group(1)) * completed / (transactions * CLIENTS)
     ctx.say(f"  pgbench limit={limit}: {rate:,.0f} jobs/s")
     return rate
 
