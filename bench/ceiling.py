@@ -3,10 +3,12 @@
 The scripts are generated at run time from the constants in ``jobsvc/queue.py``:
 each pgbench transaction claims ``limit`` rows with ``CLAIM_SQL`` (its own
 transaction, taking the advisory locks) and then records them Completed with
-``FINISH_LOCK_SQL`` + ``WRITE_DECISIONS_SQL`` + ``UNLOCK_SQL`` in one transaction, as
-the worker does (the retry policy's decision for a success is computed in the claim's
-CTE here: status Completed, attempts as claimed, final). The only
-change is mechanical: the claim's ``UPDATE … RETURNING`` moves into a CTE whose
+``FINISH_LOCK_SQL`` + ``WRITE_DECISIONS_SQL`` + ``UNLOCK_SQL`` in one transaction (the
+worker's cycle commits a finish with the next claim: one commit fewer; in the worker's
+shape the two clients' claims hold their row locks to the commit and skip each other's
+rows, bench/README.md "Round 2: the worker"). The retry policy's decision for a
+success is computed in the claim's CTE here (status Completed, attempts as claimed,
+final). The only change is mechanical: the claim's ``UPDATE … RETURNING`` moves into a CTE whose
 ids (and the finish's arrays) pgbench keeps with ``\\gset``. Parameters stay
 parameters (``-M prepared``; psycopg also prepares repeated statements).
 """
@@ -94,11 +96,14 @@ def pgbench_once(ctx: Context, pgbench: str, limit: int, rows: int) -> float:
         if match is None:
             raise RuntimeError(f"no tps in pgbench output:\n{done.stdout[-2000:]}")
         completed = jobs.span(url)["completed"]
-        if completed != transactions * CLIENTS * limit:
+        if not 0 < completed <= transactions * CLIENTS * limit:
             raise RuntimeError(
-                f"pgbench completed {completed} rows, expected {transactions * CLIENTS * limit}"
+                f"pgbench completed {completed} rows, expected up to {transactions * CLIENTS * limit}"
             )
-    rate = float(match.group(1)) * limit
+    # Rows per pgbench transaction as completed, not as asked: two clients' claims running
+    # at once skip each other's locked rows, and beyond CLAIM_SLACK a claim comes back
+    # short (on a loaded machine, where each claim takes longer, often).
+    rate = float(match.group(1)) * completed / (transactions * CLIENTS)
     ctx.say(f"  pgbench limit={limit}: {rate:,.0f} jobs/s")
     return rate
 

@@ -74,6 +74,7 @@ def evaluate(results: Results) -> list[list[str]]:
             )
     out += http_targets(results)
     out += pipeline_targets(results)
+    out += worker_targets(results)
     for where in ("file", "moto S3"):
         small = next(
             (r for r in _rows(results, "memory", "", "peak RSS") if r.label.endswith(f"10 KB → {where}")),
@@ -211,4 +212,49 @@ def pipeline_targets(results: Results) -> list[list[str]]:
                     _verdict(big.median <= PEAK_RSS_LIMIT),
                 ]
             )
+
+
+def worker_targets(results: Results) -> list[list[str]]:
+    """Issue 14: the worker against pgqueuer on asyncpg + uvloop and pgbench, in the same run."""
+    out: list[list[str]] = []
+    mine = [r for r in _rows(results, "throughput", "jobsvc", "no-op") if not r.note]
+    one = _best([r for r in mine if r.label.startswith("jobsvc 1 proc")])
+    fastest = _best(mine)
+    pgq = _best(_rows(results, "throughput", "pgqueuer-asyncpg", "no-op"))
+    if one and pgq:
+        ratio = one.median / pgq.median
+        out.append(
+            [
+                "one worker process ≥ 1x pgqueuer-asyncpg+uvloop (stretch 2x)",
+                f"{one.label} {one.median:,.0f} / {pgq.median:,.0f} = {ratio:.2f}x",
+                _verdict(ratio >= 1) + (" (stretch met)" if ratio >= 2 else ""),
+            ]
+        )
+    ceiling = next((r for r in results.rows("ceiling") if r.note == "our claim size" and r.values), None)
+    if fastest and ceiling:
+        share = fastest.median / ceiling.median * 100
+        out.append(
+            [
+                "≥ 50 % of the pgbench ceiling at our batch size, best process count",
+                f"{fastest.label} {fastest.median:,.0f} / {ceiling.label} {ceiling.median:,.0f}"
+                f" = {share:.0f} %",
+                _verdict(share >= 50),
+            ]
+        )
+    ours = results.get("pickup", "jobsvc", "p50")
+    peers = [
+        r
+        for r in results.rows("pickup")
+        if r.metric == "p50" and r.values and not r.label.startswith("jobsvc")
+    ]
+    peer = min(peers, key=lambda r: r.median, default=None)
+    if ours and ours.values and peer:
+        ratio = ours.median / peer.median
+        out.append(
+            [
+                "pickup direct p50 ≤ the fastest peer's p50",
+                f"{ours.median:.2f} / {peer.label} {peer.median:.2f} ms = {ratio:.2f}x",
+                _verdict(ours.median <= peer.median),
+            ]
+        )
     return out

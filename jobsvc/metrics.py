@@ -8,6 +8,8 @@ from the database when scraped (`Metrics.update_from_db`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -61,6 +63,20 @@ class Metrics:
         finished.inc()
         if job.started_at is not None and job.finished_at is not None:
             duration.observe((job.finished_at - job.started_at).total_seconds())
+
+    def jobs_recorded(self, jobs: Sequence[Job]) -> None:
+        """`job_recorded` for a whole finish batch: one increment per status, not per row."""
+        counts: dict[Status, int] = {}
+        for job in jobs:
+            counts[job.status] = counts.get(job.status, 0) + 1
+            if job.status is not Status.QUEUED and job.started_at is not None and job.finished_at is not None:
+                duration = (self._children.get(job.status) or self._resolve(job.status))[1]
+                duration.observe((job.finished_at - job.started_at).total_seconds())
+        for status, n in counts.items():
+            if status is Status.QUEUED:
+                self.retries.inc(n)
+            else:
+                (self._children.get(status) or self._resolve(status))[0].inc(n)
 
     def _resolve(self, status: Status) -> tuple[Counter, Histogram]:
         pair = (self.finished.labels(status.value), self.duration.labels(status.value))

@@ -233,9 +233,16 @@ RETURNING r.*, picked.rank AS ring_rank, picked.lap AS ring_lap, picked.pos AS r
     pg_advisory_lock(r.id)::text AS locked
 """
 
+# After a short claim: seconds until the next Queued row is due. 0 when a row is due
+# already but the claim did not take it: another worker's claim holds it locked and has
+# not committed yet (SKIP LOCKED passed it, and it may yet be given back), so claim again
+# soon instead of waiting for a wake-up that nobody sends. CASE: the min only when needed.
 NEXT_DUE_SQL = """
-SELECT extract(epoch FROM min(run_at) - now())::float8 AS seconds
-FROM jobsvc_results WHERE status = 'Queued' AND run_at > now()
+SELECT CASE
+    WHEN EXISTS (SELECT 1 FROM jobsvc_results WHERE status = 'Queued' AND run_at <= now()) THEN 0.0
+    ELSE (SELECT extract(epoch FROM min(run_at) - now())::float8
+          FROM jobsvc_results WHERE status = 'Queued' AND run_at > now())
+END AS seconds
 """
 
 # FOR UPDATE returns each row's latest committed version and holds it until commit:

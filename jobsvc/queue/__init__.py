@@ -12,7 +12,8 @@ One module per idea, all re-exported here (callers use ``queue.X``):
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
-- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `cancel_requested`, `rescue`;
+- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`,
+  `cancel_requested`, `rescue`;
 - `lifecycle` — `clean_batch` and `compact_counts` under `CLEAN_LOCK`;
 - `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`.
 """
@@ -25,6 +26,7 @@ from jobsvc.queue.claims import (
     cancel_requested,
     claim,
     finish,
+    finish_and_claim,
     rescue,
     write_decisions,
 )
@@ -115,6 +117,7 @@ __all__ = [
     "existing_keys",
     "failed_alone_may_pass",
     "finish",
+    "finish_and_claim",
     "get_by_ids",
     "get_job",
     "get_result",

@@ -1,10 +1,15 @@
-"""The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, the
-cancel catch-up, and `rescue`. The decisions written are `jobsvc.retry`'s."""
+"""The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, both in
+one transaction (`finish_and_claim`), the cancel catch-up, and `rescue`. The decisions
+written are `jobsvc.retry`'s."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.rows import RowMaker
 
 from jobsvc.db import Conn
 from jobsvc.model import Job, Status
@@ -26,6 +31,45 @@ CLAIM_SLACK = 16
 
 #: The policy used when a caller passes none (the worker passes its own).
 DEFAULT_POLICY = RetryPolicy()
+
+
+#: The columns a `Job` is built from, in its constructor's order.
+_JOB_FIELDS = tuple(Job.__dataclass_fields__)
+_STATUS_AT = _JOB_FIELDS.index("status")
+
+
+def job_rows(cursor: Cursor[Any]) -> RowMaker[Job]:
+    """A psycopg row factory: each row straight into a `Job`, by position. The worker
+    decodes every row it claims and finishes three times (claim, finish read, write);
+    through a dict and `Job.from_row` that cost ~19 µs of CPU per row, this way ~13 µs
+    with binary results (issue 14). A column the row lacks takes the field's default
+    (``tenant``, for rows read before schema version 3)."""
+    names = [column.name for column in cursor.description or ()]
+    at = {name: i for i, name in enumerate(names)}
+    picks = [at.get(name) for name in _JOB_FIELDS]
+    if None in picks:  # an old row: build through the keywords, defaults for the rest
+        return lambda values: Job.from_row(dict(zip(names, values, strict=True)))
+
+    def make(values: Sequence[Any]) -> Job:
+        args = [values[i] for i in picks]  # type: ignore[index]
+        args[_STATUS_AT] = Status(args[_STATUS_AT])
+        return Job(*args)
+
+    return make
+
+
+def _claimed_rows(cursor: Cursor[Any]) -> RowMaker[tuple[Job, tuple[int, int, int]]]:
+    """`job_rows`, with the claim's (ring_rank, ring_lap, ring_pos) of each row."""
+    make_job = job_rows(cursor)
+    names = [column.name for column in cursor.description or ()]
+    rank, lap, pos = (names.index(name) for name in ("ring_rank", "ring_lap", "ring_pos"))
+    return lambda values: (make_job(values), (values[rank], values[lap], values[pos]))
+
+
+def _jobs(conn: Conn, statement: str, params: dict[str, Any]) -> list[Job]:
+    """``statement``'s rows as `Job`s (`job_rows`, binary results)."""
+    with conn.cursor(row_factory=job_rows, binary=True) as cursor:
+        return cursor.execute(statement, params).fetchall()
 
 
 @dataclass(slots=True)
@@ -50,12 +94,12 @@ def claim(
         "after": "" if ring is None else ring.after,
         "worker_id": worker_id,
     }
-    # In the claim's order: each tenant's first row, then each one's second, ...
-    turns = lambda r: (r["ring_rank"], r["ring_lap"], r["ring_pos"])  # noqa: E731
-    rows = sorted(conn.execute(CLAIM_SQL, params), key=turns)
+    with conn.cursor(row_factory=_claimed_rows, binary=True) as cursor:
+        # In the claim's order: each tenant's first row, then each one's second, ...
+        rows = sorted(cursor.execute(CLAIM_SQL, params), key=lambda r: r[1])
     if rows and ring is not None:
-        ring.after = max(rows, key=lambda r: (r["ring_lap"], r["ring_pos"]))["tenant"]
-    jobs = [Job.from_row(row) for row in rows]
+        ring.after = max(rows, key=lambda r: r[1][1:])[0].tenant  # the last (lap, pos) served
+    jobs = [job for job, _ in rows]
     next_due = None
     if len(jobs) < limit:
         due = conn.execute(NEXT_DUE_SQL).fetchone()
@@ -74,10 +118,36 @@ def finish(
     held until commit, so a rescuer cannot see the row before its new status.
     """
     by_id = {o.id: o for o in outcomes}
-    rows = conn.execute(FINISH_LOCK_SQL, {"ids": list(by_id), "worker_id": worker_id})
-    jobs = write_decisions(conn, [policy.decide(Job.from_row(r), by_id[r["id"]]) for r in rows])
+    rows = _jobs(conn, FINISH_LOCK_SQL, {"ids": list(by_id), "worker_id": worker_id})
+    jobs = write_decisions(conn, [policy.decide(row, by_id[row.id]) for row in rows])
     conn.execute(UNLOCK_SQL, {"ids": list(by_id)})
     return jobs
+
+
+def finish_and_claim(
+    conn: Conn,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+    ring: TenantRing | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> tuple[list[Job], list[Job], float | None]:
+    """One worker cycle in the caller's one transaction: record ``outcomes`` (`finish`),
+    then claim up to ``limit`` rows (`claim`; none when ``limit`` is 0). Returns the rows
+    written, the rows claimed and the claim's next-due seconds.
+
+    One commit for both halves: the new advisory locks are still taken in the claim's
+    transaction (this one), and a crash before the commit loses nothing: the outcomes
+    are not recorded and the claimed rows stay Queued, so the rescuer finds the old rows
+    Processing with their locks gone (the session died with the process), as after a
+    crash before a finish of their own. Finish first, so a row given back at once
+    (``requeue``) can be claimed again in the same cycle.
+    """
+    written = finish(conn, worker_id, outcomes, policy) if outcomes else []
+    if limit <= 0:
+        return written, [], None
+    claimed, next_due = claim(conn, worker_id, limit, ring)
+    return written, claimed, next_due
 
 
 def write_decisions(conn: Conn, decisions: Sequence[Decision]) -> list[Job]:
@@ -92,7 +162,7 @@ def write_decisions(conn: Conn, decisions: Sequence[Decision]) -> list[Job]:
         "delays": [d.delay if d.status is Status.QUEUED else None for d in decisions],
         "finals": [d.status.finished for d in decisions],
     }
-    jobs = [Job.from_row(r) for r in conn.execute(WRITE_DECISIONS_SQL, params)]
+    jobs = _jobs(conn, WRITE_DECISIONS_SQL, params)
     if any(j.status is Status.QUEUED for j in jobs):
         wake_workers(conn)
     return jobs
@@ -106,5 +176,4 @@ def cancel_requested(conn: Conn, ids: Sequence[int]) -> list[int]:
 def rescue(conn: Conn, policy: RetryPolicy = DEFAULT_POLICY) -> list[Job]:
     """Move Processing rows whose owner is gone on, as ``policy.lost`` decides (Queued after
     a backoff, or Failed when attempts are spent, or Canceled when a cancel was requested)."""
-    rows = conn.execute(RESCUE_LOCK_SQL).fetchall()
-    return write_decisions(conn, [policy.lost(Job.from_row(r)) for r in rows])
+    return write_decisions(conn, [policy.lost(row) for row in _jobs(conn, RESCUE_LOCK_SQL, {})])

@@ -10,7 +10,7 @@ owns the row is gone: nothing is recorded, the rescuer moves the row on).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,8 +77,10 @@ class Executor:
         return slot
 
     async def run(self, slot: _Slot) -> None:
-        """The task of one job. Its outcome is recorded shielded (a cancelled worker still
-        records what it knows), unless the session was lost (the finisher is closed)."""
+        """The task of one job. It ends by handing its outcome to the finisher, which cannot
+        be cancelled (a cancelled worker still records what it knows); the job keeps its
+        slot until the cycle that records the outcome commits (`release`), or until the
+        session is lost (then nothing is recorded: the finisher is closed)."""
         job = slot.job
         handler = self.handlers.get(job.type, self.default)
         assert handler is not None, "the worker sets a default handler before claiming"
@@ -94,12 +96,16 @@ class Executor:
                     outcome = Outcome(job.id, "canceled")
                 elif reason == "shutdown":
                     outcome = Outcome(job.id, "requeue")
-            with trio.CancelScope(shield=True):
-                if outcome is not None and self.finisher is not None:
-                    await self.finisher.record(outcome)
-            del self.running[job.id]
+            # No wait for the commit: the task ends here, its slot goes with `release`.
+            if outcome is None or self.finisher is None or not self.finisher.post(outcome):
+                self._leave(slot)
+
+    def _leave(self, slot: _Slot) -> None:
+        # Never remove a new claim of the same row (a row given back may be claimed again).
+        if self.running.get(slot.job.id) is slot:
+            del self.running[slot.job.id]
             self._changed.set()
-            self._on_end()
+        self._on_end()
 
     async def _attempt(self, handler: Handler, job: Job) -> Outcome:
         try:
@@ -110,6 +116,15 @@ class Executor:
             log.exception("handler for job %s/%s raised", job.job_id, job.result_file)
             return outcome_of(job.id, exc)
         return outcome_of(job.id, None)
+
+    def release(self, recorded: Sequence[Outcome]) -> None:
+        """These outcomes are committed, or will never be (the session is gone): their jobs
+        no longer hold slots. The claimer's cycle calls it before it admits the rows it
+        claimed in the same call (which may include one of these rows again)."""
+        for outcome in recorded:
+            self.running.pop(outcome.id, None)
+        if recorded:
+            self._changed.set()
 
     def cancel(self, row_id: int) -> None:
         """A cancel request for ``row_id``: stop it if it runs here, else remember it for a

@@ -1,60 +1,58 @@
-"""Recording outcomes in batches: one store call (one UPDATE) per batch."""
+"""Outcomes waiting to be recorded: the claimer writes them with its next claim, one
+store call (one transaction) per cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import trio
+from collections.abc import Callable, Sequence
 
 from jobsvc.model import Job
 from jobsvc.retry import Outcome, RetryPolicy
-from jobsvc.worker.store import StoreSession
 
 __all__ = ["Finisher"]
 
 
 class Finisher:
-    """Collects outcomes and records them in batches through one session.
+    """Collects the outcomes of one session's jobs for the claimer's next cycle.
 
-    `record` waits until its outcome is committed, or returns at once when the
-    session was lost (then nothing can be recorded: the rescuer moves the row on).
-    Outcomes that arrive while a batch is being written form the next batch.
+    `post` hands an outcome over and returns at once: the job's slot stays taken until
+    the cycle that records it commits (`Executor.release`), so a job task need not
+    wait (no event and no wake-up per job). Outcomes that arrive while a cycle is in
+    flight go into the next one. ``on_pending`` is called when an outcome arrives (it
+    wakes the claimer).
     """
 
     def __init__(
-        self, session: StoreSession, policy: RetryPolicy, on_recorded: Callable[[list[Job]], None]
+        self,
+        policy: RetryPolicy,
+        on_recorded: Callable[[Sequence[Job]], None],
+        on_pending: Callable[[], None],
     ) -> None:
-        self._session = session
-        self._policy = policy
+        self.policy = policy
         self._on_recorded = on_recorded
-        self._pending: list[tuple[Outcome, trio.Event]] = []
-        self._wake = trio.Event()
-        #: Once true, `record` returns at once (set when the session is lost or the task ends).
+        self._on_pending = on_pending
+        self._pending: list[Outcome] = []
+        #: Once true, `post` refuses (set when the session is lost or its cycle ends).
         self.closed = False
 
-    async def record(self, outcome: Outcome) -> None:
+    def post(self, outcome: Outcome) -> bool:
+        """Queue ``outcome`` for the next cycle; False (nothing will be recorded) once closed."""
         if self.closed:
-            return
-        done = trio.Event()
-        self._pending.append((outcome, done))
-        self._wake.set()
-        await done.wait()
+            return False
+        self._pending.append(outcome)
+        self._on_pending()
+        return True
 
-    async def run(self) -> None:
-        """Write batches until cancelled; raises `DatabaseUnavailable` if the session dies.
-        Either way it closes, releasing every waiting `record`."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake = trio.Event()
-                batch, self._pending = self._pending, []
-                try:
-                    jobs = await self._session.finish([o for o, _ in batch], self._policy)
-                    self._on_recorded(jobs)
-                finally:
-                    for _, done in batch:
-                        done.set()
-        finally:
-            self.closed = True
-            for _, done in self._pending:
-                done.set()
+    def take(self) -> list[Outcome]:
+        """The outcomes waiting now, for one cycle (later ones wait for the next)."""
+        batch, self._pending = self._pending, []
+        return batch
+
+    def recorded(self, written: Sequence[Job]) -> None:
+        """A cycle committed; ``written`` are the rows it changed."""
+        self._on_recorded(written)
+
+    def close(self) -> list[Outcome]:
+        """No more cycles: returns the outcomes that will never be recorded."""
+        self.closed = True
+        dropped, self._pending = self._pending, []
+        return dropped

@@ -10,7 +10,8 @@ Test controls, playing the API and the faults: `enqueue`, `cancel`, `job`,
 `kill_session`, `drop_listeners`, `wait_until` (a row predicate, woken by every
 change: no polling), `owned` (rows a live session owns), ``down`` (every new call fails), ``latency``
 (each call's round trip, after its work is done, uncancellable like a thread
-hop) and ``claims`` (the ``(limit, claimed)`` of every claim).
+hop), ``claims`` (the ``(limit, claimed)`` of every claim) and ``cycles`` (the
+``(outcomes, limit)`` of every `finish_and_claim`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ class MemorySession:
     async def finish(self, outcomes: Sequence[Outcome], policy: RetryPolicy) -> list[Job]:
         return await self._call(lambda: self._store._finish(self, outcomes, policy))
 
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
+    ) -> tuple[list[Job], list[Job], float | None]:
+        def cycle() -> tuple[list[Job], list[Job], float | None]:
+            self._store.cycles.append((len(outcomes), limit))
+            written = self._store._finish(self, outcomes, policy) if outcomes else []
+            if limit <= 0:
+                return written, [], None
+            return (written, *self._store._claim(self, limit))
+
+        return await self._call(cycle)
+
     async def ping(self) -> None:
         await self._call(lambda: None)
 
@@ -95,6 +108,7 @@ class MemoryStore:
         self.down = False
         self.rows: dict[int, Job] = {}
         self.claims: list[tuple[int, int]] = []
+        self.cycles: list[tuple[int, int]] = []
         self.sessions: list[MemorySession] = []
         self._owner: dict[int, MemorySession] = {}
         self._listeners: list[trio.MemorySendChannel[Signal]] = []

@@ -48,6 +48,14 @@ class PostgresSession:
         finish = partial(queue.finish, worker_id=self._worker_id, policy=policy)
         return await self._session.run(partial(finish, outcomes=list(outcomes)))
 
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
+    ) -> tuple[list[Job], list[Job], float | None]:
+        cycle = partial(
+            queue.finish_and_claim, worker_id=self._worker_id, limit=limit, ring=self._ring, policy=policy
+        )
+        return await self._session.run(partial(cycle, outcomes=list(outcomes)))
+
     async def ping(self) -> None:
         await self._session.run(lambda c: c.execute(PING_SQL))
 

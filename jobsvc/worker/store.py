@@ -12,6 +12,8 @@ The contract both keep:
   call raises `DatabaseUnavailable`; the rows it owned are then the rescuer's.
 - `StoreSession.claim` takes up to ``limit`` due Queued rows in one step (priority,
   then run_at, then id) and reports the seconds until the next delayed row.
+- `StoreSession.finish_and_claim` does both in one step (one transaction): the
+  outcomes recorded, then the claim; all of it or, when it fails, none of it.
 - `StoreSession.finish` and `Store.rescue` write what the `RetryPolicy` decides,
   and wake every worker when a row went back to Queued.
 - `Store.listen` yields `Wakeup` and `CancelRequested` signals until the link
@@ -65,6 +67,13 @@ class StoreSession(Protocol):
     async def finish(self, outcomes: Sequence[Outcome], policy: RetryPolicy) -> list[Job]:
         """Write ``policy``'s decision for each owned row and release it; rows no
         longer owned (rescued meanwhile) are skipped. Returns the rows written."""
+        ...
+
+    async def finish_and_claim(
+        self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
+    ) -> tuple[list[Job], list[Job], float | None]:
+        """`finish` then `claim` (none when ``limit`` is 0), atomically: the rows written,
+        the rows claimed, and the claim's seconds until the next delayed row."""
         ...
 
     async def ping(self) -> None:

@@ -9,8 +9,8 @@
     │                      and NOTIFY), health-check the idle session, reconcile cancels
     ├── listener           SignalListener: wake-ups and cancel requests; reconnects with backoff
     └── session lifetime   one owning session (the advisory locks); reconnects with backoff
-        ├── claimer        Claimer: as many due rows as free slots, one store call
-        ├── finisher       Finisher: outcomes in batches, one store call per batch
+        ├── claimer        Claimer: one store call per cycle: the outcomes in (Finisher
+        │                  collects them), then as many due rows as free slots
         └── job (N)        Executor.run: one cancel scope per job; the outcome recorded shielded
 
 If the session breaks, its locks are gone: the worker no longer owns its jobs, so
@@ -138,18 +138,16 @@ class Worker:
         try:
             async with trio.open_nursery() as jobs:
                 self._session = session
-                finisher = Finisher(session, self.policy, partial(report_recorded, self.metrics))
+                finisher = Finisher(self.policy, partial(report_recorded, self.metrics), self._claimer.wake)
                 self._executor.finisher = finisher
-                jobs.start_soon(finisher.run)
+                claims_ended = trio.Event()
+                jobs.start_soon(self._claimer.run, session, jobs, finisher, claims_ended)
                 if not self._started:
                     await self._listener.listening.wait()
                     task_status.started()
                     self._started = True
-                try:
-                    await self._claimer.run(session, jobs)
-                except DatabaseUnavailable:
-                    self._executor.abandon()  # before the nursery cancels the jobs
-                    raise
+                # Drain only once no claim is in flight: its jobs must be counted (and given back).
+                await claims_ended.wait()
                 await self._executor.drain(self.settings.shutdown_grace)
                 jobs.cancel_scope.cancel()
         except* DatabaseUnavailable as group:

@@ -77,6 +77,74 @@ async def test_claim_takes_every_free_slot_in_one_call(
     assert sum(n for _, n in store.claims) == 10
 
 
+async def test_outcomes_and_the_claim_of_their_slots_share_one_store_call(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    async def one_second(job: Job) -> None:
+        await trio.sleep(1.0)
+
+    store = MemoryStore()
+    rows = [store.enqueue() for _ in range(6)]
+    await nursery.start(make_worker(store, one_second, concurrency=2).run)
+    for row in rows:
+        await wait_status(store, row.id, Status.COMPLETED)
+    # the first call only claims; each later one records two outcomes and claims the two
+    # slots they free, until the queue is empty; the last one only records
+    assert store.cycles[:4] == [(0, 2), (2, 2), (2, 2), (2, 2)]
+    assert store.claims == [(2, 2), (2, 2), (2, 2), (2, 0)]
+    assert sum(n for n, _ in store.cycles) == 6 and store.owned == set()
+
+
+async def test_shutdown_during_a_cycle_gives_the_rows_it_claimed_back(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    store, gate = MemoryStore(), Gate()
+    first, second = store.enqueue(), store.enqueue()
+    worker = make_worker(store, gate, concurrency=1)
+    finished = run_until_shutdown(worker, nursery)
+    await gate.wait_started(1)
+    store.latency = 1.0  # from now on each answer takes a second to come back
+    gate.release.set()
+    await wait_status(store, second.id, Status.PROCESSING)  # first recorded, second claimed: on its way
+    worker.shutdown()
+    with trio.fail_after(60):
+        await finished.wait()
+    assert store.job(first.id).status is Status.COMPLETED
+    back = store.job(second.id)
+    assert (back.status, back.attempts) == (Status.QUEUED, 0)  # given back, the attempt uncounted
+    assert [job.id for job in gate.started] == [first.id] and store.owned == set()
+
+
+async def test_cancel_during_a_cycle_stops_the_job_it_claims_before_it_starts(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    store, gate = MemoryStore(), Gate()
+    first, second = store.enqueue(), store.enqueue()
+    await nursery.start(make_worker(store, gate, concurrency=1).run)
+    await gate.wait_started(1)
+    store.latency = 1.0
+    gate.release.set()
+    await wait_status(store, second.id, Status.PROCESSING)  # in the cycle that records first
+    store.cancel(second.id)  # its signal arrives before the cycle's answer
+    canceled = await wait_status(store, second.id, Status.CANCELED)
+    assert store.job(first.id).status is Status.COMPLETED
+    assert [job.id for job in gate.started] == [first.id] and canceled.error == CANCELED_ERROR
+
+
+async def test_session_lost_in_a_cycle_records_nothing_more_and_abandons_its_jobs(
+    nursery: trio.Nursery, autojump_clock: MockClock
+) -> None:
+    store, gate = MemoryStore(), Gate()
+    rows = [store.enqueue() for _ in range(3)]
+    await nursery.start(make_worker(store, gate, concurrency=2).run)
+    await gate.wait_started(2)
+    store.kill_session(store.sessions[0])
+    gate.release.set()  # their outcomes go to a cycle that fails: not recorded, not claimed
+    await store.wait_until(lambda: len(store.sessions) == 2)  # reconnected
+    assert {store.job(r.id).status for r in rows[:2]} == {Status.PROCESSING}  # the rescuer's now
+    assert not store.owned & {r.id for r in rows[:2]}
+
+
 async def test_claim_order_is_priority_then_age(nursery: trio.Nursery, autojump_clock: MockClock) -> None:
     store, gate = MemoryStore(), Gate()
     low, high, mid = store.enqueue(priority=-5), store.enqueue(priority=7), store.enqueue()
