@@ -19,7 +19,8 @@ from __future__ import annotations
 import inspect
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
@@ -29,7 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from jobsvc import queue
+from jobsvc.db import Conn
 from jobsvc.model import Job, Status
+from jobsvc.queries import QUOTA_LOCK_SQL
 from jobsvc.queue import NewResult
 from jobsvc.worker import Worker
 
@@ -267,3 +270,31 @@ def metric_samples(text: str) -> dict[Sample, float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+@contextmanager
+def held_quota_lock(url: str, tenant: str = "default") -> Iterator[Conn]:
+    """Hold ``tenant``'s quota lock in an open transaction until the block ends."""
+    with connect(url) as conn:
+        conn.execute("BEGIN")
+        conn.execute(QUOTA_LOCK_SQL, {"space": queue.QUOTA_LOCK_SPACE, "tenant": tenant})
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+
+
+def blocked_backends(url: str) -> list[int]:
+    with connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [r["pid"] for r in rows]
+
+
+async def wait_blocked(url: str) -> int:
+    pids: list[int] = await until(
+        lambda: blocked_backends(url), thread=True, what="a group waiting on the quota lock"
+    )
+    return pids[0]

@@ -8,8 +8,8 @@ arrive meanwhile queue up, and they are written as the next group once the lock 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -23,9 +23,16 @@ from jobsvc.errors import DatabaseUnavailable, QuotaExceeded
 from jobsvc.events import Announcer
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job
-from jobsvc.queries import QUOTA_LOCK_SQL
 from tests.fixtures.app import OpenApi
-from tests.helpers import connect, enqueue_body, unfinished, until
+from tests.helpers import (
+    blocked_backends,
+    connect,
+    enqueue_body,
+    held_quota_lock,
+    unfinished,
+    until,
+    wait_blocked,
+)
 
 Conn = psycopg.Connection[dict[str, Any]]
 Answer = tuple[Job, bool] | BaseException
@@ -90,34 +97,6 @@ class Answers:
     async def all(self, n: int) -> dict[int, Answer]:
         await until(lambda: len(self.got) == n, what=f"{n} answers")
         return self.got
-
-
-@contextmanager
-def held_quota_lock(url: str, tenant: str = "default") -> Iterator[Conn]:
-    """Hold ``tenant``'s quota lock in an open transaction until the block ends."""
-    with connect(url) as conn:
-        conn.execute("BEGIN")
-        conn.execute(QUOTA_LOCK_SQL, {"space": queue.QUOTA_LOCK_SPACE, "tenant": tenant})
-        try:
-            yield conn
-        finally:
-            conn.execute("ROLLBACK")
-
-
-def blocked_backends(url: str) -> list[int]:
-    with connect(url) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return [r["pid"] for r in rows]
-
-
-async def wait_blocked(url: str) -> int:
-    pids: list[int] = await until(
-        lambda: blocked_backends(url), thread=True, what="a group waiting on the quota lock"
-    )
-    return pids[0]
 
 
 def row_count(url: str, where: str = "true", *args: Any) -> int:
