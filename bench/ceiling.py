@@ -95,7 +95,7 @@ def pgbench_once(ctx: Context, pgbench: str, limit: int, rows: int) -> float:
         match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", done.stdout)
         if match is None:
             raise RuntimeError(f"no tps in pgbench output:\n{done.stdout[-2000:]}")
-        completed = jobs.span(url)["completed"]
+        completed = int(jobs.span(url)["completed"])
         if not 0 < completed <= transactions * CLIENTS * limit:
             raise RuntimeError(
                 f"pgbench completed {completed} rows, expected up to {transactions * CLIENTS * limit}"

@@ -36,7 +36,7 @@ async def main() -> None:
     config.accesslog = None
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(hypercorn.trio.serve, create_app(), config)  # type: ignore[arg-type]
+        binds = await nursery.start(hypercorn.trio.serve, create_app(), config)
         print(f"bench-floor: listening on {binds[0]}", flush=True)
 
 

@@ -109,7 +109,7 @@ def _create_key(url: str) -> str:
     from jobsvc import keys
 
     with connect(url) as conn:
-        _, token = keys.create_key(conn, "bench", (keys.Scope.ENQUEUE,), "bench")  # type: ignore[arg-type]
+        _, token = keys.create_key(conn, "bench", (keys.Scope.ENQUEUE,), "bench")
     return token
 
 

@@ -76,7 +76,7 @@ def throughput(url: str, expected: int) -> float:
     return float(expected / s["seconds"])
 
 
-def concurrent_rate(url: str, threads: int, each: int, work: Callable[[Any, int, int], None]) -> float:
+def concurrent_rate(url: str, threads: int, each: int, work: Callable[[Any, int, int], object]) -> float:
     """Calls per second of ``work(conn, thread, i)``, ``each`` calls on each of ``threads``
     connections started together (a barrier), timed from the start to the last join."""
     barrier = threading.Barrier(threads + 1)

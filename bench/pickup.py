@@ -1,8 +1,10 @@
 """(3) Pickup latency: an idle worker, jobs enqueued one at a time 10 ms apart.
 
-jobsvc: each job goes in as the API puts it: ``queue.enqueue`` commits the row,
-then ``queue.announce`` sends the wake-up (the API's announcer does it right after
-the insert). Latency is ``started_at - created_at`` (both the database's clock).
+jobsvc: each job goes in as a Python application puts it, with the library's
+transactional enqueue (``jobsvc.enqueue`` in a transaction: the insert and the
+wake-up NOTIFY in one transaction, delivered at its commit, as the API does for a
+request alone); and through one ``jobsvc api`` process. Latency is
+``started_at - created_at`` (both the database's clock).
 The peers get the same pacing through their own enqueue calls, and are measured
 from their own tables (deferred → started; queued → picked).
 """
@@ -15,12 +17,12 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+import jobsvc
 from bench import jobs, peers, throughput
 from bench.context import SETTLE, Context
 from bench.pg import connect
 from bench.procs import clean_env
 from bench.report import percentile
-from jobsvc import queue
 
 NAME = "pickup"
 COUNT = 500
@@ -41,14 +43,8 @@ def enqueue_paced(url: str, n: int, interval: float) -> None:
             delay = start + i * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            new = queue.NewResult(
-                job_id=uuid.uuid4(),
-                result_file=f"p{i}.png",
-                type="noop",
-                img_url=f"http://127.0.0.1:9/p{i}.png",
-            )
-            job, _ = queue.enqueue(conn, new)  # autocommit: the row is committed here
-            queue.announce(conn, [job.id], wakeup=True)
+            with conn.transaction():  # the row and its wake-up, delivered at commit
+                jobsvc.enqueue(conn, job_id=uuid.uuid4(), img_url=f"http://127.0.0.1:9/p{i}.png", type="noop")
 
 
 def post_paced(base: str, n: int, interval: float) -> None:

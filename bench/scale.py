@@ -98,7 +98,8 @@ def _enqueue(t: Target, i: int) -> object:
 
 
 def _list(order: Literal["asc", "desc"]) -> Callable[[Target, int], object]:
-    return lambda t, i: queue.list_jobs(t.conn, status=None, job_id=None, after=0, limit=100, order=order)
+    where = queue.ListFilter(order=order)
+    return lambda t, i: queue.list_jobs(t.conn, where, after=None, limit=100)
 
 
 #: The operations in the order they run; each is called REPS times on each database.

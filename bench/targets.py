@@ -212,6 +212,7 @@ def pipeline_targets(results: Results) -> list[list[str]]:
                     _verdict(big.median <= PEAK_RSS_LIMIT),
                 ]
             )
+    return out
 
 
 def worker_targets(results: Results) -> list[list[str]]:
