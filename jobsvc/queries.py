@@ -113,7 +113,7 @@ WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
 """
 
 CANCEL_LOCK_SQL = """
-SELECT id FROM jobsvc_results
+SELECT id, tenant, status FROM jobsvc_results
 WHERE job_id = %(job_id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s::text)
 ORDER BY id FOR UPDATE
 """

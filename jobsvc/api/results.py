@@ -170,17 +170,21 @@ async def cancel(jobId: str) -> Response:
 
 
 @blueprint.post("/results/<jobId>/retry")
-@documented((200, CancelResponse, None), (404, ErrorBody, None))
+@documented((200, CancelResponse, None), (404, ErrorBody, None), (429, ErrorBody, None))
 @requires(Scope.CANCEL)
 async def retry(jobId: str) -> Response:
     """Put every Failed or Canceled result of a job back to Queued.
 
     Attempts start from 0 again, the error is cleared and the result is due now;
     other results are left as they are. The answer has the cancel answer's shape.
+    429 with Retry-After, and nothing retried, when the retried results would take
+    the tenant past JOBSVC_TENANT_MAX_QUEUED unfinished results.
     """
     jid = parse_job_id(jobId)
     tenant = reads()
-    jobs = await services().run(lambda c: queue.retry(c, jid, tenant))
+    svc = services()
+    cap = svc.settings.tenant_max_queued
+    jobs = await svc.run(lambda c: queue.retry(c, jid, tenant, max_queued=cap))
     return _summary_response(jid, jobs)
 
 

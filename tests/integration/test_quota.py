@@ -69,3 +69,30 @@ async def test_a_batch_past_the_quota_answers_429_per_item_and_identical_retries
         assert [r["status"] for r in answer["results"]] == [200, 202, 429, 429]
         assert "JOBSVC_TENANT_MAX_QUEUED" in answer["results"][2]["error"]
         assert unfinished(database_url) == 2
+
+
+async def test_a_retry_past_the_quota_is_429_and_retries_nothing(
+    open_api: OpenApi, database_url: str
+) -> None:
+    async with open_api(tenant_max_queued=2, verify_on_enqueue=False) as api:
+        failed = enqueue_body(IMAGE)
+        assert (await api.client.post("/results/enqueue", json=failed)).status_code == 202
+        with connect(database_url) as conn:
+            (job,), _ = queue.claim(conn, "w1", 1)
+            queue.finish(conn, "w1", [queue.Outcome(job.id, "failed", "not an image")])
+        waiting = [enqueue_body(f"{IMAGES}/{name}") for name in ("b.png", "c.png")]
+        for doc in waiting:
+            assert (await api.client.post("/results/enqueue", json=doc)).status_code == 202
+        # Two unfinished of two: putting the failed one back would make three.
+        refused = await api.client.post(f"/results/{failed['jobId']}/retry")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert "JOBSVC_TENANT_MAX_QUEUED" in (await refused.get_json())["error"]
+        assert [
+            v["status"] for v in await (await api.client.get(f"/results/{failed['jobId']}")).get_json()
+        ] == ["Failed"]
+        assert unfinished(database_url) == 2
+        # Once a slot is free, the same retry goes through.
+        assert (await api.client.post(f"/results/{waiting[0]['jobId']}/cancel")).status_code == 200
+        again = await api.client.post(f"/results/{failed['jobId']}/retry")
+        assert again.status_code == 200 and (await again.get_json())["status"] == "Queued"
+        assert unfinished(database_url) == 2
