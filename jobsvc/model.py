@@ -146,7 +146,9 @@ def result_file_from_url(url: str) -> str:
 
     ``https://h/a/results_2.png?X-Amz-Expires=60`` → ``results_2.png``.
     """
-    path = urlsplit(url).path
+    # A URL of the plain shape: its path is the regex's group, as urlsplit would split it.
+    plain = _PLAIN_URL.fullmatch(url)
+    path = urlsplit(url).path if plain is None else plain["path"] or ""
     segment = path.rsplit("/", 1)[-1]
     try:
         name = unquote(segment, encoding="utf-8", errors="strict")
@@ -168,7 +170,8 @@ _PLAIN_URL = re.compile(
     r"(?P<host>(?:[A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{0,62}[A-Za-z]\.?"
     r"|(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))"
     r"(?::(?P<port>[1-9][0-9]{0,4}))?"
-    r"(?:[/?#][A-Za-z0-9\-._~!$&'()*+,;=:@/?#%]*)?"
+    r"(?P<path>/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*)?"
+    r"(?:[?#][A-Za-z0-9\-._~!$&'()*+,;=:@/?#%]*)?"
 )
 
 

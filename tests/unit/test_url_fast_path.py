@@ -7,6 +7,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from jobsvc.model import (
     _check_image_url_thoroughly,
     check_file_name,
     check_image_url,
+    result_file_from_url,
 )
 
 EXAMPLES = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,7 +29,7 @@ EXAMPLES = settings(max_examples=1500, deadline=None, suppress_health_check=[Hea
 def _verdict(check: Callable[[str], str], text: str) -> tuple[str, Any]:
     try:
         return ("ok", check(text))
-    except InvalidRequest as exc:
+    except (InvalidRequest, ValueError) as exc:  # urlsplit's own, for a URL check_image_url refuses
         return (type(exc).__name__, str(exc))
 
 
@@ -115,6 +117,30 @@ _plain_urls = st.tuples(
 def test_urls_the_fast_path_takes_pass_the_thorough_check(url: str) -> None:
     """URLs built to look like the common case, many of which the fast path takes."""
     assert _verdict(check_image_url, url) == _verdict(_check_image_url_thoroughly, url)
+
+
+def _result_file_thoroughly(url: str) -> str:
+    """`result_file_from_url` as it was before its fast path: urlsplit, always."""
+    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    try:
+        name = unquote(segment, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the URL's file name is not valid UTF-8 once decoded") from None
+    return _check_file_name_thoroughly(name)
+
+
+@EXAMPLES
+@given(st.one_of(_urls, _plain_urls))
+@example("http://h")
+@example("http://h?a/b.png")
+@example("http://h#/b.png")
+@example("http://h/a/?b.png")
+@example("http://h/a/%2e%2e")
+@example("http://h/a/%FF.png")
+@example("http://h/a/%zz.png")
+@example("http://h/a%2Fb.png")
+def test_result_file_from_url_gives_the_thorough_verdict(url: str) -> None:
+    assert _verdict(result_file_from_url, url) == _verdict(_result_file_thoroughly, url)
 
 
 def test_the_fast_path_takes_the_common_urls() -> None:
