@@ -32,7 +32,11 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 #: Seconds an idle keep-alive connection (or one that never sends a request) stays open.
 #: An open response (an SSE stream) is not idle: hypercorn stops the timer while one runs.
-KEEP_ALIVE_TIMEOUT = 5.0
+#: Longer than the idle expiry of the clients' pools (httpx and so jobsvc.client: 5 s),
+#: so a client always drops an idle connection before the server does. At 5 s, equal to
+#: httpx's, a client whose event loop lagged picked a connection the server was closing
+#: and its POST failed without an answer (ReadError under `python -m bench http`).
+KEEP_ALIVE_TIMEOUT = 8.0
 
 
 def shield_sends(app: ASGIFramework) -> ASGIFramework:

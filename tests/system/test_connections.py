@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import trio
 
@@ -141,6 +142,23 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout_and_not
         assert await read_until_closed(stream, IDLE_CLOSE_WITHIN) == b""
         waited = trio.current_time() - answered
     assert KEEP_ALIVE_TIMEOUT - 0.5 <= waited <= IDLE_CLOSE_WITHIN
+
+
+@pytest.mark.slow
+async def test_a_connection_idle_as_long_as_an_httpx_pool_keeps_it_still_answers(api: ApiProcess) -> None:
+    """A server that closes first races the client: a POST sent on a connection the
+    server is closing fails with no answer. So the server outlasts httpx's pool (the
+    default of every httpx client, jobsvc.client's included), with room for a late client."""
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None and client_expiry + 2.0 <= KEEP_ALIVE_TIMEOUT
+    stream = await trio.open_tcp_stream(*address(api))
+    async with stream:
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_and_body(await read_response(stream))[0] == 200
+        # A negative wait by nature: the connection must still be open after it.
+        await trio.sleep(client_expiry + 1.0)
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_and_body(await read_response(stream))[0] == 200
 
 
 @pytest.mark.slow
