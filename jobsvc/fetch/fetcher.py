@@ -2,7 +2,7 @@
 
 Each request goes through `policy.check_url` (every hop, at most
 `policy.MAX_REDIRECTS` redirects, a loop refused, every Location checked by
-`policy.check_redirect`), connects through `guard.GuardedBackend`, must answer
+`policy.redirect_target`), connects through `guard.GuardedBackend`, must answer
 2xx (`policy.classify_status`), and its body is read by `body` under the size
 cap and checked by its bytes. See docs/ARCHITECTURE.md, "The fetcher".
 
