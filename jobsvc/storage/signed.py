@@ -12,7 +12,10 @@ client uses) and sends it with httpcore on trio. Everything else stays boto3's:
   setting botocore knows and httpcore does not) makes `put` return False, and the
   caller (`S3Storage.put_bytes`) does the PUT with boto3 instead, with its retries,
   redirects and error messages, and stops using this path (`S3Storage` logs it once);
-- credentials that need a refresh are refreshed in a thread (a refresh may call out).
+- credentials that need a refresh are refreshed in a thread (a refresh may call out);
+- an endpoint reached through a proxy (boto3's Config or the environment) is left to
+  boto3 entirely. A custom CA bundle that httpcore does not know fails the first signed
+  PUT's TLS handshake, and boto3 takes over.
 
 Cancellation: the PUT is cancellable mid-flight (the connection is closed); the
 caller deletes the object again, shielded, since it may have landed.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpcore
 import trio
@@ -68,7 +72,14 @@ class SignedPut:
         probe = "jobsvc-probe"
         url = client.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": probe})
         base = url.split("?", 1)[0]
-        if not base.endswith("/" + probe) or urlsplit(base).scheme not in _DEFAULT_PORTS:
+        parts = urlsplit(base)
+        if not base.endswith("/" + probe) or parts.scheme not in _DEFAULT_PORTS:
+            return None
+        # boto3 goes through a proxy when one is configured (its Config or the environment,
+        # as urllib reads it); httpcore here would not: leave those endpoints to boto3.
+        if getattr(client.meta.config, "proxies", None) or (
+            parts.scheme in getproxies() and not proxy_bypass(parts.hostname or "")
+        ):
             return None
         return cls(base[: -len(probe)], credentials, client.meta.region_name)
 

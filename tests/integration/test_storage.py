@@ -19,6 +19,7 @@ from jobsvc.fetch import Fetcher
 from jobsvc.model import Job, Status
 from jobsvc.pipeline import ImagePipeline
 from jobsvc.storage import PART_SIZE, FileStorage, S3Storage, Storage, StoredObject, storage_from_settings
+from jobsvc.storage.signed import SignedPut
 from tests.fixtures.images import PNG, ImageServer
 from tests.fixtures.s3 import MotoServer
 
@@ -262,6 +263,61 @@ async def test_s3_object_under_prefix_with_content_type(
         lambda: client.head_object(Bucket=s3_storage.bucket, Key=f"results/{key}")
     )
     assert head["ContentType"] == "image/png"
+
+
+async def test_s3_small_put_is_signed_without_boto3_and_keeps_key_and_content_type(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    key = new_key("a b ü+x~y.png")  # every character class botocore encodes in a key
+    await s3_storage.put_bytes(key, PNG, "image/png")
+    assert s3_storage._signed is not None  # the signed path did the PUT and is still on
+    client = moto_server.client()
+    got = await trio.to_thread.run_sync(
+        lambda: client.get_object(Bucket=s3_storage.bucket, Key=f"results/{key}")
+    )
+    assert got["ContentType"] == "image/png"
+    assert got["Body"].read() == PNG
+
+
+async def _signed_put_to(s3_storage: S3Storage, port: int) -> SignedPut:
+    """A signed-PUT path of ``s3_storage`` aimed at 127.0.0.1:``port`` instead of moto."""
+    await s3_storage.client()  # the client, the bucket, the credentials
+    return SignedPut(f"http://127.0.0.1:{port}/{s3_storage.bucket}/", s3_storage._credentials, "us-east-1")
+
+
+async def test_s3_signed_put_that_fails_hands_over_to_boto3_for_good(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    closed = trio.socket.socket()
+    await closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    s3_storage._signed = await _signed_put_to(s3_storage, port)
+    key = new_key()
+    await s3_storage.put_bytes(key, PNG, "image/png")
+    assert s3_storage._signed is None  # boto3 from now on
+    stored = await s3_storage.open(key)
+    assert stored is not None
+    assert await read_all(stored) == PNG
+
+
+async def test_s3_signed_put_cancelled_mid_flight_returns_at_once_and_leaves_nothing(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    silent = trio.socket.socket()  # accepts connections (the kernel does) and never answers
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        s3_storage._signed = await _signed_put_to(s3_storage, silent.getsockname()[1])
+        key = new_key()
+        started = trio.current_time()
+        with trio.move_on_after(0.3) as scope:
+            await s3_storage.put_bytes(key, PNG, "image/png")
+        assert scope.cancelled_caught
+        assert trio.current_time() - started < 5  # not the 60 s read timeout: cancelled mid-PUT
+        assert await s3_storage.open(key) is None
+    finally:
+        silent.close()
 
 
 async def test_s3_presign_is_sigv4(s3_storage: S3Storage) -> None:
