@@ -188,5 +188,5 @@ class Fetcher:
 
 async def _close_shielded(aclose: Callable[[], Awaitable[None]]) -> None:
     """Close a response or client even while cancelled, bounded to one second."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):  # one scope: both at once
         await aclose()

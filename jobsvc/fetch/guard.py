@@ -99,6 +99,11 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise error
 
     async def _resolve(self, host: str, port: int, deadline: float) -> list[IPAddress]:
+        numeric = _numeric(host)
+        if numeric is not None:  # an address spelled out: nothing to look up, the same rule
+            if not self._allow(numeric):
+                raise PermanentError(f"the address {numeric} is not allowed")
+            return [numeric]
         shown = host if len(host) <= _SHOWN_HOST else host[:_SHOWN_HOST] + "…"  # a Location can be long
         with trio.move_on_at(deadline):
             try:
@@ -131,6 +136,17 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
+
+
+def _numeric(host: str) -> IPAddress | None:
+    """``host`` as an address when it is one in canonical spelling (``192.0.2.1``, ``::1``);
+    None otherwise. Other spellings (``127.1``, ``2130706433``, ``0x7f.1``) go to the
+    resolver, which reads them as the kernel does, and are checked the same way."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return ip if str(ip) == host else None
 
 
 _PoolKey = tuple[bytes, bytes, int, frozenset[IPAddress]]
