@@ -221,7 +221,7 @@ class _Pool:
             try:
                 # TLS verifies the certificate against the URL's host name, not the address.
                 stream = await stream.start_tls(
-                    self._ssl_context, server_hostname=host, timeout=deadline - trio.current_time()
+                    self._ssl_context, server_hostname=host, timeout=max(deadline - trio.current_time(), 0.0)
                 )
             except BaseException:
                 with trio.CancelScope(shield=True):
