@@ -22,6 +22,7 @@ parses every URL and Location (`policy`), as before.
 
 from __future__ import annotations
 
+import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -35,7 +36,8 @@ import trio
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError
 from jobsvc.fetch import body, policy
-from jobsvc.fetch.guard import FetchResponse, GuardedBackend, GuardedTransport, ssl_context
+from jobsvc.fetch.guard import FetchResponse, GuardedBackend, GuardedTransport
+from jobsvc.fetch.guard import ssl_context as default_ssl_context
 from jobsvc.fetch.policy import IPAddress
 
 __all__ = ["Download", "Fetcher"]
@@ -92,7 +94,8 @@ class Fetcher:
     ``allow`` overrides the address policy (tests use it to allow loopback only);
     by default it is `is_public_address`, or anything when
     ``settings.allow_private_urls``. ``tmp_dir`` is where downloads are spooled
-    (default: the system temporary directory).
+    (default: the system temporary directory). ``ssl_context`` verifies https
+    servers (default: the certifi bundle, `guard.ssl_context`; tests pass their own CA).
     """
 
     def __init__(
@@ -101,12 +104,13 @@ class Fetcher:
         *,
         allow: Callable[[IPAddress], bool] | None = None,
         tmp_dir: Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
         if allow is None:
             allow = policy.allow_any if settings.allow_private_urls else policy.is_public_address
         self._backend = GuardedBackend(allow)
-        self._ssl_context = ssl_context()
+        self._ssl_context = ssl_context or default_ssl_context()
         self._tmp_dir = tmp_dir
         # httpcore's per-phase timeouts, as httpx.Timeout(fetch_timeout, connect=connect_timeout) gave.
         total = settings.fetch_timeout
