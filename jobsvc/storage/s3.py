@@ -303,7 +303,8 @@ class S3Storage:
         """One PUT from memory (a small download); the same guarantee as `put`.
 
         Signed and sent from trio (`SignedPut`: no thread, no botocore call) while that
-        works; boto3's ``put_object`` otherwise, and from the first time it did not on.
+        works; boto3's ``put_object`` for a PUT it could not do, and for every PUT once
+        it is no longer `SignedPut.usable`.
         A cancellation during the signed PUT deletes the object, shielded (it may have landed).
         """
         name = self.object_name(key)
@@ -319,8 +320,8 @@ class S3Storage:
             if stored:
                 await self._settle(client, name)
                 return
-            if self._signed is signed:
-                log.warning("signed PUTs to %s did not work: boto3 uploads from now on", self._bucket)
+            if not signed.usable and self._signed is signed:
+                log.warning("signed PUTs to %s do not work: boto3 uploads from now on", self._bucket)
                 self._signed = None
                 await signed.aclose()
         put = functools.partial(

@@ -10,8 +10,10 @@ client uses) and sends it with httpcore on trio. Everything else stays boto3's:
   path or virtual-host style, endpoint, region);
 - anything but a plain 2xx (an error status, a redirect, a transport error, a TLS
   setting botocore knows and httpcore does not) makes `put` return False, and the
-  caller (`S3Storage.put_bytes`) does the PUT with boto3 instead, with its retries,
-  redirects and error messages, and stops using this path (`S3Storage` logs it once);
+  caller (`S3Storage.put_bytes`) does that PUT with boto3 instead, with its retries,
+  redirects and error messages. An answer other than 2xx, or `_GIVE_UP` failures in a
+  row without one, and the caller stops using this path (`usable`; logged once): a
+  network blip costs one fallback, a store that wants something else costs one;
 - credentials that need a refresh are refreshed in a thread (a refresh may call out);
 - an endpoint reached through a proxy (boto3's Config or the environment) is left to
   boto3 entirely. A custom CA bundle that httpcore does not know fails the first signed
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 #: As the client's Config (s3.py): connect 10 s, read 60 s.
 _TIMEOUTS = {"connect": 10.0, "read": 60.0, "write": 60.0, "pool": 60.0}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Failed signed PUTs in a row (no answer at all) after which boto3 does every PUT.
+_GIVE_UP = 3
 
 
 class SignedPut:
@@ -61,6 +65,7 @@ class SignedPut:
         self._credentials = credentials
         self._region = region
         self._pool = httpcore.AsyncConnectionPool(max_connections=64, keepalive_expiry=5.0)
+        self._failures = 0  # in a row
 
     @classmethod
     def for_client(cls, client: S3Client, credentials: Any, bucket: str) -> SignedPut | None:
@@ -83,27 +88,33 @@ class SignedPut:
             return None
         return cls(base[: -len(probe)], credentials, client.meta.region_name)
 
+    @property
+    def usable(self) -> bool:
+        """False once a store answered a signed PUT with anything but 2xx, or after
+        `_GIVE_UP` failures in a row (transport, TLS, credentials): boto3 for good then."""
+        return self._failures < _GIVE_UP
+
     async def put(self, name: str, data: bytes, content_type: str) -> bool:
         """PUT ``data`` as object ``name``; True once the store answered 2xx, False on anything
         else (the caller falls back to boto3). Cancellable: see the module docstring."""
+        url = self._base_url + quote(name, safe="/~")  # as botocore encodes a key in the path
         try:
-            headers = await self._signed_headers(name, data, content_type)
+            headers = await self._signed_headers(url, data, content_type)
             response = await self._pool.request(
-                "PUT",
-                self._base_url + quote(name, safe="/~"),  # as botocore encodes a key in the path
-                headers=headers,
-                content=data,
-                extensions={"timeout": _TIMEOUTS},
+                "PUT", url, headers=headers, content=data, extensions={"timeout": _TIMEOUTS}
             )
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, OSError) as exc:
-            log.warning("a signed PUT of %s failed (%s): boto3 takes over", name, exc)
+        except Exception as exc:  # transport, TLS, a failed credentials refresh: boto3 will say why
+            self._failures += 1
+            log.warning("a signed PUT of %s failed (%s): boto3 does it", name, exc)
             return False
         if 200 <= response.status <= 299:
+            self._failures = 0
             return True
-        log.warning("a signed PUT of %s answered %d: boto3 takes over", name, response.status)
+        self._failures = _GIVE_UP  # the store refuses what boto3 would do differently: leave it to boto3
+        log.warning("a signed PUT of %s answered %d: boto3 does it", name, response.status)
         return False
 
-    async def _signed_headers(self, name: str, data: bytes, content_type: str) -> list[tuple[str, str]]:
+    async def _signed_headers(self, url: str, data: bytes, content_type: str) -> list[tuple[str, str]]:
         credentials = self._credentials
         if isinstance(credentials, RefreshableCredentials) and credentials.refresh_needed():
             frozen = await trio.to_thread.run_sync(credentials.get_frozen_credentials)
@@ -111,7 +122,7 @@ class SignedPut:
             frozen = credentials.get_frozen_credentials()
         request = AWSRequest(
             method="PUT",
-            url=self._base_url + quote(name, safe="/~"),
+            url=url,
             data=data,
             headers={"Host": self._host, "Content-Type": content_type, "Content-Length": str(len(data))},
         )

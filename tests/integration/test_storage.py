@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -285,20 +287,54 @@ async def _signed_put_to(s3_storage: S3Storage, port: int) -> SignedPut:
     return SignedPut(f"http://127.0.0.1:{port}/{s3_storage.bucket}/", s3_storage._credentials, "us-east-1")
 
 
-async def test_s3_signed_put_that_fails_hands_over_to_boto3_for_good(
+async def test_s3_signed_put_without_an_answer_falls_back_to_boto3_and_gives_up_after_three(
     s3_storage: S3Storage, moto_server: MotoServer
 ) -> None:
     closed = trio.socket.socket()
     await closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()  # nothing listens there: connection refused
-    s3_storage._signed = await _signed_put_to(s3_storage, port)
-    key = new_key()
-    await s3_storage.put_bytes(key, PNG, "image/png")
+    s3_storage._signed = signed = await _signed_put_to(s3_storage, port)
+    keys = [new_key() for _ in range(3)]
+    for n, key in enumerate(keys):
+        assert s3_storage._signed is signed  # a failure or two: a blip, the signed path stays
+        await s3_storage.put_bytes(key, PNG, "image/png")  # done by boto3 each time
+        assert signed.usable == (n < 2)
     assert s3_storage._signed is None  # boto3 from now on
-    stored = await s3_storage.open(key)
-    assert stored is not None
-    assert await read_all(stored) == PNG
+    for key in keys:
+        stored = await s3_storage.open(key)
+        assert stored is not None
+        assert await read_all(stored) == PNG
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+async def test_s3_signed_put_answered_other_than_2xx_hands_over_to_boto3_at_once(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        s3_storage._signed = await _signed_put_to(s3_storage, server.server_address[1])
+        key = new_key()
+        await s3_storage.put_bytes(key, PNG, "image/png")
+        assert s3_storage._signed is None
+        stored = await s3_storage.open(key)
+        assert stored is not None
+        assert await read_all(stored) == PNG
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def test_s3_signed_put_cancelled_mid_flight_returns_at_once_and_leaves_nothing(
