@@ -10,9 +10,9 @@ Our own decisions raise PermanentError/TransientError where they are made;
 exceptions of the layers below (httpx, httpcore, idna, trio, zlib, OS) are
 translated in one place, `_translate_errors`. Cancellation is never translated.
 
-One `guard.GuardedTransport` per `Fetcher`, driving httpcore's pools directly
-(no httpx client: its models, cookies and hooks were a fifth of a small image's
-CPU): connections are kept alive between jobs, but every request resolves and
+One `guard.GuardedTransport` per `Fetcher`, driving httpcore's HTTP/1.1
+connections in its own keep-alive pools (no httpx client, no httpcore pool:
+together they were about half of a small download's CPU): connections are kept alive between jobs, but every request resolves and
 checks its host again and only reuses a connection to an address that lookup
 returned (see `GuardedTransport`). A response closed before its end (an error,
 a cancelled download) closes its TCP connection at once. Nothing keeps cookies,
