@@ -12,12 +12,13 @@ translated in one place, `_translate_errors`. Cancellation is never translated.
 
 One `guard.GuardedTransport` per `Fetcher`, driving httpcore's HTTP/1.1
 connections in its own keep-alive pools (no httpx client, no httpcore pool:
-together they were about half of a small download's CPU): connections are kept alive between jobs, but every request resolves and
-checks its host again and only reuses a connection to an address that lookup
-returned (see `GuardedTransport`). A response closed before its end (an error,
-a cancelled download) closes its TCP connection at once. Nothing keeps cookies,
-so nothing but idle sockets is shared between jobs. httpx's URL type still
-parses every URL and Location (`policy`), as before.
+together they were about half of a small download's CPU): connections are kept
+alive between jobs, but every request resolves and checks its host again and
+only reuses a connection to an address that lookup returned (see
+`GuardedTransport`). A response closed before its end (an error, a cancelled
+download) closes its TCP connection at once. Nothing keeps cookies, so nothing
+but idle sockets is shared between jobs. httpx's URL type still parses every
+URL and Location (`policy`), as before.
 """
 
 from __future__ import annotations

@@ -185,6 +185,7 @@ class _Pool:
         self._keepalive_expiry = keepalive_expiry
         self.idle: list[httpcore.AsyncHTTP11Connection] = []
         self.users = 0  # requests whose response is still open
+        self._closed = False  # the transport closed it (evicted, or shut down): keep nothing
 
     async def send(self, request: httpcore.Request) -> FetchResponse:
         """Send ``request`` on an idle connection (once more on a new one if the server had
@@ -234,12 +235,14 @@ class _Pool:
     async def release(self, connection: httpcore.AsyncHTTP11Connection) -> None:
         """Take back a response's connection: kept if it is idle again (its body was read to
         the end) and there is room, closed otherwise."""
-        if connection.is_idle() and len(self.idle) < self._max_idle:
+        if connection.is_idle() and len(self.idle) < self._max_idle and not self._closed:
             self.idle.append(connection)
         else:
             await _close_connection(connection)
 
     async def aclose(self) -> None:
+        """Close the idle connections; those of open responses are closed when released."""
+        self._closed = True
         idle, self.idle = self.idle, []
         for connection in idle:
             await _close_connection(connection)
