@@ -16,8 +16,9 @@ client uses) and sends it with httpcore on trio. Everything else stays boto3's:
   network blip costs one fallback, a store that wants something else costs one;
 - credentials that need a refresh are refreshed in a thread (a refresh may call out);
 - an endpoint reached through a proxy (boto3's Config or the environment) is left to
-  boto3 entirely. A custom CA bundle that httpcore does not know fails the first signed
-  PUT's TLS handshake, and boto3 takes over.
+  boto3 entirely, and so is one whose certificates boto3 does not verify (``verify=False``);
+- TLS trusts what the client trusts: its CA bundle (``AWS_CA_BUNDLE``, ``ca_bundle`` in
+  the AWS config, or botocore's default), read from the client once.
 
 Cancellation: the PUT is cancellable mid-flight (the connection is closed); the
 caller deletes the object again, shielded, since it may have landed.
@@ -26,6 +27,7 @@ caller deletes the object again, shielded, since it may have landed.
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -53,7 +55,9 @@ _GIVE_UP = 3
 class SignedPut:
     """PUTs of small bodies to one bucket, signed like boto3's and sent from trio."""
 
-    def __init__(self, base_url: str, credentials: Any, region: str) -> None:
+    def __init__(
+        self, base_url: str, credentials: Any, region: str, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._base_url = base_url  # the object URL without the key: ".../bucket/" or "https://bucket.host/"
         parts = urlsplit(base_url)
         host = parts.hostname or ""
@@ -64,7 +68,10 @@ class SignedPut:
         self._host = host  # signed and sent: the same string
         self._credentials = credentials
         self._region = region
-        self._pool = httpcore.AsyncConnectionPool(max_connections=64, keepalive_expiry=5.0)
+        self.ssl_context = ssl_context or ssl.create_default_context()
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=self.ssl_context, max_connections=64, keepalive_expiry=5.0
+        )
         self._failures = 0  # in a row
 
     @classmethod
@@ -86,7 +93,13 @@ class SignedPut:
             parts.scheme in getproxies() and not proxy_bypass(parts.hostname or "")
         ):
             return None
-        return cls(base[: -len(probe)], credentials, client.meta.region_name)
+        # What boto3 verifies certificates against: a CA bundle's path, or False (not at all;
+        # this path does not copy that). botocore keeps it on the endpoint's HTTP session.
+        verify = getattr(getattr(getattr(client, "_endpoint", None), "http_session", None), "_verify", True)
+        if verify is False:
+            return None
+        context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else None
+        return cls(base[: -len(probe)], credentials, client.meta.region_name, context)
 
     @property
     def usable(self) -> bool:

@@ -7,7 +7,6 @@ address, but the certificate is checked against the host name of the URL.
 
 from __future__ import annotations
 
-import datetime
 import ssl
 import threading
 from collections.abc import Iterator
@@ -21,11 +20,7 @@ from jobsvc.config import Settings
 from jobsvc.errors import TransientError
 from jobsvc.fetch import Fetcher, IPAddress
 from tests.fixtures.images import PNG
-
-x509 = pytest.importorskip("cryptography.x509")
-hashes = pytest.importorskip("cryptography.hazmat.primitives.hashes")
-serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
-ec = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ec")
+from tests.fixtures.tls import certificates
 
 
 @dataclass(frozen=True)
@@ -35,52 +30,9 @@ class Tls:
     client_ports: list[int]  # one per request: one port = one TCP connection
 
 
-def _name(text: str) -> object:
-    return x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, text)])
-
-
-def _certificates(tmp_path: Path) -> tuple[bytes, Path, Path]:
-    """A CA, and a server certificate for DNS:localhost signed by it: (CA PEM, cert file, key file)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("jobsvc test CA"))
-        .issuer_name(_name("jobsvc test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[Tls]:
-    ca_pem, cert_file, key_file = _certificates(tmp_path)
+    ca_pem, cert_file, key_file = certificates(tmp_path)
     client_ports: list[int] = []
 
     class Handler(BaseHTTPRequestHandler):
