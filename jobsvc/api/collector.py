@@ -251,8 +251,11 @@ class Collector:
         inline = self._announcer.take_inline()
 
         def write(conn: Conn) -> queue.Placed:
-            placed = queue.enqueue_group(conn, news, cap)
-            if inline:
+            if len(news) == 1:  # a request alone: its transaction in one round trip
+                placed = queue.enqueue_alone(conn, news[0], cap, announce=inline)
+            else:
+                placed = queue.enqueue_group(conn, news, cap)
+            if inline and not placed.announced:
                 created = [job.id for job, made in placed.rows.values() if made]
                 if created:
                     queue.announce(conn, created, wakeup=True)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import filetype
-import httpx
 import trio
 
 from jobsvc.errors import PermanentError
+from jobsvc.fetch.guard import FetchResponse
 
 __all__ = ["ACCEPTED_MIMES", "Spill", "discard", "image_kind", "open_temp", "read_head", "save_body"]
 
@@ -112,14 +112,15 @@ class _Decoder:
             yield from self.feed(b"")
 
 
-async def _decoded(response: httpx.Response, cap: int) -> AsyncGenerator[bytes, None]:
+async def _decoded(response: FetchResponse, cap: int) -> AsyncGenerator[bytes, None]:
     """The decoded body, in chunks; PermanentError as soon as received or decoded bytes pass ``cap``."""
-    length = response.headers.get("Content-Length", "")
+    length = response.header(b"content-length") or ""
     if length.isdigit() and int(length) > cap:
         raise _too_large(cap)
-    decoder = _Decoder(response.headers.get("Content-Encoding", ""))
+    decoder = _Decoder(response.header(b"content-encoding") or "")
     received = decoded = 0
-    async with aclosing(cast(AsyncGenerator[bytes, None], response.aiter_raw())) as raw_chunks:
+    # aclosing: a generator left at a break is finalized now, not by the garbage collector.
+    async with aclosing(cast(AsyncGenerator[bytes, None], aiter(response.stream))) as raw_chunks:
         async for raw in raw_chunks:
             received += len(raw)
             if received > cap:
@@ -136,7 +137,7 @@ async def _decoded(response: httpx.Response, cap: int) -> AsyncGenerator[bytes, 
         yield piece
 
 
-async def read_head(response: httpx.Response, cap: int) -> bytes:
+async def read_head(response: FetchResponse, cap: int) -> bytes:
     """The first bytes of the body, enough to tell its format (at most what `filetype` inspects).
 
     Stops early once they are an accepted image: enough for a probe, as the
@@ -189,7 +190,7 @@ class Spill:
                 await trio.to_thread.run_sync(discard, self.path, self.file)
 
 
-async def save_body(response: httpx.Response, spill: Spill, cap: int) -> tuple[int, Any, bytes | None]:
+async def save_body(response: FetchResponse, spill: Spill, cap: int) -> tuple[int, Any, bytes | None]:
     """Stream the body; return (size, filetype kind, the body if it stayed in memory).
 
     The body stays in memory when it ends before `_WRITE_BUFFER` bytes; otherwise it

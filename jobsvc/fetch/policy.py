@@ -1,7 +1,7 @@
 """What may be fetched: the URL rules, the address rule, what an HTTP answer means.
 
 Pure rules, no I/O (docs/ARCHITECTURE.md, "The fetcher"). `check_url` runs on
-the first hop and on every redirect hop, `check_redirect` on every redirect's
+the first hop and on every redirect hop, `redirect_target` on every redirect's
 Location; `is_public_address` is the default rule that `guard.GuardedBackend`
 applies to every address at connect time; `classify_status` says which HTTP
 answers are permanent failures and which are transient (whether and when a job
@@ -90,27 +90,30 @@ def check_url(url: str | httpx.URL) -> httpx.URL:
     return parsed
 
 
-async def check_redirect(response: httpx.Response) -> None:
-    """An httpx response hook: a redirect's Location must parse as a URL we could fetch.
+#: The statuses httpx follows as redirects (with a Location); the fetcher follows the same.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
-    httpx builds the next request (``response.next_request``) inside ``send``,
-    right after this hook, and its errors there are transport errors (an
-    unparsable Location is a ``RemoteProtocolError``, a bad IDNA host an
-    ``IDNAError``) that would read as a transient failure, or escape as an
-    unexpected one. Building the target the way httpx does, here, makes a bad
-    Location a PermanentError (httpx closes the response). The next hop's
-    policy checks (`check_url`, the address guard) stay where they are.
+
+def redirect_target(url: httpx.URL, status_code: int, location: str | None) -> httpx.URL | None:
+    """Where a response to a GET of ``url`` redirects to, built as httpx builds it; None if
+    it is not a redirect (not a redirect status, or no Location).
+
+    An unusable Location (unparsable, an invalid IDNA host) is a PermanentError: a
+    server that answers nonsense will answer it again. The target's own policy checks
+    (`check_url`, the address guard) run on the next hop, as for the first.
     """
-    if not response.has_redirect_location:
-        return
-    location = response.headers["Location"]
+    if status_code not in REDIRECT_STATUSES or location is None:
+        return None
     try:
         target = httpx.URL(location)
-        if target.scheme and not target.host:
-            target = target.copy_with(host=response.request.url.host)
+        if target.scheme and not target.host:  # "https:/path": httpx keeps the host
+            target = target.copy_with(host=url.host)
         if target.is_relative_url:
-            target = response.request.url.join(target)
-        target.host  # noqa: B018 (IDNA-decodes the host, as httpx will: raises on an invalid A-label)
+            target = url.join(target)
+        if url.fragment and not target.fragment:  # RFC 7231 7.1.2, as httpx
+            target = target.copy_with(fragment=url.fragment)
+        target.host  # noqa: B018 (IDNA-decodes the host, as httpx does: raises on an invalid A-label)
     except (httpx.InvalidURL, UnicodeError) as exc:
         reason = f"{exc!s:.100}"
         raise PermanentError(f"the server redirects to an invalid URL {quoted(location)} ({reason})") from exc
+    return target

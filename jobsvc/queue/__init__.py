@@ -8,7 +8,7 @@ that `finish` and `rescue` write are `jobsvc.retry`'s.
 One module per idea, all re-exported here (callers use ``queue.X``):
 
 - `schema` — the schema version this code expects, `migrate`, `schema_problem`;
-- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `check_identical`, the quota
+- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `enqueue_alone`, `check_identical`, the quota
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
@@ -41,6 +41,7 @@ from jobsvc.queue.enqueues import (
     admit,
     check_identical,
     enqueue,
+    enqueue_alone,
     enqueue_group,
     enqueue_many,
     existing_keys,
@@ -114,6 +115,7 @@ __all__ = [
     "compact_counts",
     "cycle",
     "enqueue",
+    "enqueue_alone",
     "enqueue_group",
     "enqueue_many",
     "existing_keys",

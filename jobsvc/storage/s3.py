@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from jobsvc.errors import TransientError
 from jobsvc.storage.base import READ_CHUNK, StoredObject, check_key
+from jobsvc.storage.signed import SignedPut
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -62,7 +63,8 @@ async def _call(action: str, call: Callable[[], T]) -> T:
         raise TransientError(f"the object store could not {action} ({exc.strerror or exc})") from exc
 
 
-def _new_client(endpoint_url: str | None) -> S3Client:
+def _new_client(endpoint_url: str | None) -> tuple[S3Client, Any]:
+    """The client, and the credentials object it signs with (None without credentials)."""
     config = Config(
         signature_version="s3v4",  # the default made SigV2 presigned URLs
         retries={"mode": "standard", "max_attempts": 3},
@@ -72,7 +74,9 @@ def _new_client(endpoint_url: str | None) -> S3Client:
         # S3-compatible servers (MinIO, moto) rarely resolve bucket subdomains.
         s3={"addressing_style": "path" if endpoint_url else "auto"},
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    session = boto3.session.Session()
+    client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    return client, session.get_credentials()  # the botocore session's one object, shared with the client
 
 
 def _ensure_bucket(client: S3Client, bucket: str) -> None:
@@ -242,7 +246,9 @@ class S3Storage:
         self._prefix = f"{prefix}/" if prefix else ""
         self._endpoint_url = endpoint_url
         self._client: S3Client | None = None
+        self._credentials: Any = None
         self._bucket_ready = False
+        self._signed: SignedPut | None = None  # small PUTs without boto3 (signed.py); None: boto3 only
         self._lock = trio.Lock()
 
     @property
@@ -259,14 +265,25 @@ class S3Storage:
         if self._client is None or not self._bucket_ready:
             async with self._lock:
                 if self._client is None:
-                    self._client = await _call(
+                    self._client, self._credentials = await _call(
                         "start a client", functools.partial(_new_client, self._endpoint_url)
                     )
                 if not self._bucket_ready:
-                    ensure = functools.partial(_ensure_bucket, self._client, self._bucket)
-                    await _call("create the bucket", ensure)
+                    client = self._client
+                    assert client is not None
+                    await _call("create the bucket", functools.partial(_ensure_bucket, client, self._bucket))
                     self._bucket_ready = True
+                    await self._prepare_signed(client)
+        assert self._client is not None
         return self._client
+
+    async def _prepare_signed(self, client: S3Client) -> None:
+        """Set up the signed small PUTs (`SignedPut`); without them boto3 does every PUT."""
+        make = functools.partial(SignedPut.for_client, client, self._credentials, self._bucket)
+        try:
+            self._signed = await _call("prepare signed uploads", make)
+        except TransientError:
+            log.warning("signed PUTs are not available: boto3 uploads", exc_info=True)
 
     async def put(self, key: str, path: Path, content_type: str) -> None:
         """A single PUT up to `PART_SIZE`, else a multipart upload (`_put_multipart`).
@@ -283,9 +300,30 @@ class S3Storage:
         await self._settle(client, name)
 
     async def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        """One PUT from memory (a small download); the same guarantee as `put`."""
+        """One PUT from memory (a small download); the same guarantee as `put`.
+
+        Signed and sent from trio (`SignedPut`: no thread, no botocore call) while that
+        works; boto3's ``put_object`` for a PUT it could not do, and for every PUT once
+        it is no longer `SignedPut.usable`.
+        A cancellation during the signed PUT deletes the object, shielded (it may have landed).
+        """
         name = self.object_name(key)
         client = await self.client()
+        signed = self._signed
+        if signed is not None:
+            try:
+                stored = await signed.put(name, data, content_type)
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self._delete(client, name)
+                raise
+            if stored:
+                await self._settle(client, name)
+                return
+            if not signed.usable and self._signed is signed:
+                log.warning("signed PUTs to %s do not work: boto3 uploads from now on", self._bucket)
+                self._signed = None
+                await signed.aclose()
         put = functools.partial(
             client.put_object, Bucket=self._bucket, Key=name, Body=data, ContentType=content_type
         )
@@ -349,6 +387,9 @@ class S3Storage:
         await _call("reach the bucket", functools.partial(client.head_bucket, Bucket=self._bucket))
 
     async def aclose(self) -> None:
+        signed, self._signed = self._signed, None
+        if signed is not None:
+            await signed.aclose()
         if self._client is not None:
             client, self._client = self._client, None
             self._bucket_ready = False

@@ -55,6 +55,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.startswith("/slow/"):
             self._drip()
             return
+        if self.path.startswith("/hangup/"):
+            # Answers, then closes the connection without having said so (no Connection: close):
+            # the client finds out only from the socket.
+            self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", "image/png")
         self.send_header("Content-Length", str(len(PNG)))
@@ -246,6 +250,33 @@ async def test_a_cancelled_download_closes_its_kept_alive_connection_at_once(
     first, slow, last = keep_alive.requests()
     assert slow.client_port == first.client_port  # the slow one reused the idle connection...
     assert last.client_port != slow.client_port  # ...which was closed, not pooled, on cancel
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(
+    keep_alive: KeepAlive, dns: MovableResolver, fetcher: Fetcher
+) -> None:
+    assert await fetch(fetcher, f"http://pool.test:{keep_alive.port}/hangup/x.png") == PNG
+    assert await fetch(fetcher, f"http://pool.test:{keep_alive.port}/x.png") == PNG
+    first, second = keep_alive.requests()
+    assert second.client_port != first.client_port
+
+
+async def test_concurrent_downloads_each_get_a_connection_and_give_it_back(
+    keep_alive: KeepAlive, dns: MovableResolver, fetcher: Fetcher
+) -> None:
+    url = f"http://pool.test:{keep_alive.port}/x.png"
+    bodies: list[bytes | None] = []
+
+    async def one() -> None:
+        bodies.append(await fetch(fetcher, url))
+
+    for _ in range(3):  # three rounds of four at once: at most four connections in all
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(one)
+    assert bodies == [PNG] * 12
+    ports = {s.client_port for s in keep_alive.requests()}
+    assert 1 <= len(ports) <= 4
 
 
 async def test_idle_pools_are_bounded(keep_alive: KeepAlive, dns: MovableResolver, fetcher: Fetcher) -> None:

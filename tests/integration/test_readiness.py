@@ -71,7 +71,8 @@ async def test_readyz_answers_within_its_deadline_when_s3_never_answers(
                 assert response.status_code == 503, doc
                 assert doc["checks"]["storage"] == "no answer within 0.5s"
                 assert doc["checks"]["database"] == "ok"
-                assert 0.5 <= took < 2.0, took
+                # The deadline, not boto3's 60 s; the slack is for a loaded CI machine.
+                assert 0.5 <= took < 4.0, took
             assert len(accepted) == 1  # one check in flight, however many probes
             # Hang up, so that the check in flight ends and the app can stop.
             accepting.cancel()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from jobsvc.fetch import Fetcher
 from jobsvc.model import Job, Status
 from jobsvc.pipeline import ImagePipeline
 from jobsvc.storage import PART_SIZE, FileStorage, S3Storage, Storage, StoredObject, storage_from_settings
+from jobsvc.storage.signed import SignedPut
 from tests.fixtures.images import PNG, ImageServer
 from tests.fixtures.s3 import MotoServer
 
@@ -262,6 +265,95 @@ async def test_s3_object_under_prefix_with_content_type(
         lambda: client.head_object(Bucket=s3_storage.bucket, Key=f"results/{key}")
     )
     assert head["ContentType"] == "image/png"
+
+
+async def test_s3_small_put_is_signed_without_boto3_and_keeps_key_and_content_type(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    key = new_key("a b ü+x~y.png")  # every character class botocore encodes in a key
+    await s3_storage.put_bytes(key, PNG, "image/png")
+    assert s3_storage._signed is not None  # the signed path did the PUT and is still on
+    client = moto_server.client()
+    got = await trio.to_thread.run_sync(
+        lambda: client.get_object(Bucket=s3_storage.bucket, Key=f"results/{key}")
+    )
+    assert got["ContentType"] == "image/png"
+    assert got["Body"].read() == PNG
+
+
+async def _signed_put_to(s3_storage: S3Storage, port: int) -> SignedPut:
+    """A signed-PUT path of ``s3_storage`` aimed at 127.0.0.1:``port`` instead of moto."""
+    await s3_storage.client()  # the client, the bucket, the credentials
+    return SignedPut(f"http://127.0.0.1:{port}/{s3_storage.bucket}/", s3_storage._credentials, "us-east-1")
+
+
+async def test_s3_signed_put_without_an_answer_falls_back_to_boto3_and_gives_up_after_three(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    closed = trio.socket.socket()
+    await closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    s3_storage._signed = signed = await _signed_put_to(s3_storage, port)
+    keys = [new_key() for _ in range(3)]
+    for n, key in enumerate(keys):
+        assert s3_storage._signed is signed  # a failure or two: a blip, the signed path stays
+        await s3_storage.put_bytes(key, PNG, "image/png")  # done by boto3 each time
+        assert signed.usable == (n < 2)
+    assert s3_storage._signed is None  # boto3 from now on
+    for key in keys:
+        stored = await s3_storage.open(key)
+        assert stored is not None
+        assert await read_all(stored) == PNG
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+async def test_s3_signed_put_answered_other_than_2xx_hands_over_to_boto3_at_once(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        s3_storage._signed = await _signed_put_to(s3_storage, server.server_address[1])
+        key = new_key()
+        await s3_storage.put_bytes(key, PNG, "image/png")
+        assert s3_storage._signed is None
+        stored = await s3_storage.open(key)
+        assert stored is not None
+        assert await read_all(stored) == PNG
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_s3_signed_put_cancelled_mid_flight_returns_at_once_and_leaves_nothing(
+    s3_storage: S3Storage, moto_server: MotoServer
+) -> None:
+    silent = trio.socket.socket()  # accepts connections (the kernel does) and never answers
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        s3_storage._signed = await _signed_put_to(s3_storage, silent.getsockname()[1])
+        key = new_key()
+        started = trio.current_time()
+        with trio.move_on_after(0.3) as scope:
+            await s3_storage.put_bytes(key, PNG, "image/png")
+        assert scope.cancelled_caught
+        assert trio.current_time() - started < 5  # not the 60 s read timeout: cancelled mid-PUT
+        assert await s3_storage.open(key) is None
+    finally:
+        silent.close()
 
 
 async def test_s3_presign_is_sigv4(s3_storage: S3Storage) -> None:

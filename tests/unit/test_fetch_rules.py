@@ -1,14 +1,17 @@
-"""The pure rules of jobsvc.fetch: which addresses are public, how a status is classified."""
+"""The pure rules of jobsvc.fetch: which addresses are public, how a status is classified,
+where a redirect goes."""
 
 from __future__ import annotations
 
 import ipaddress
 
+import httpx
 import pytest
 
 from jobsvc.errors import PermanentError, TransientError
 from jobsvc.fetch import ACCEPTED_MIMES, classify_status, is_public_address
 from jobsvc.fetch.body import image_kind
+from jobsvc.fetch.policy import redirect_target
 from tests.fixtures.images import GIF, HTML, JPEG, MP4, PNG, WEBP
 
 BLOCKED = [
@@ -123,3 +126,32 @@ def test_image_kind_refuses_non_images(body: bytes, reason: str) -> None:
     with pytest.raises(PermanentError) as caught:
         image_kind(body)
     assert str(caught.value) == reason
+
+
+# --------------------------------------------------------------------------- redirect targets
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/b.png", "http://h.example/b.png#f"),
+        ("c.png", "http://h.example/a/c.png#f"),
+        ("https://o.example/x.png#g", "https://o.example/x.png#g"),
+        ("//o.example/y.png", "http://o.example/y.png#f"),
+        ("https:/z.png", "https://h.example/z.png#f"),
+    ],
+)
+def test_redirect_target_is_built_as_httpx_builds_it(location: str, expected: str) -> None:
+    url = httpx.URL("http://h.example/a/b.png#f")
+    assert str(redirect_target(url, 302, location)) == expected
+
+
+@pytest.mark.parametrize(("status", "location"), [(200, "/x"), (304, "/x"), (300, "/x"), (302, None)])
+def test_redirect_target_is_none_unless_a_redirect_with_a_location(status: int, location: str | None) -> None:
+    assert redirect_target(httpx.URL("http://h.example/"), status, location) is None
+
+
+@pytest.mark.parametrize("location", ["http://[::1", "http://xn--a.example/"])
+def test_redirect_target_refuses_an_unusable_location(location: str) -> None:
+    with pytest.raises(PermanentError, match="redirects to an invalid URL"):
+        redirect_target(httpx.URL("http://h.example/"), 301, location)
