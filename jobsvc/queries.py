@@ -228,8 +228,8 @@ NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 #   other's rows, still fill.
 # The session advisory lock is taken in RETURNING, in the claim's own transaction,
 # so no rescuer ever sees a claimed row unlocked.
-CLAIM_SQL = """
-WITH RECURSIVE after_cursor AS (
+_CLAIM_CTES = """
+after_cursor AS (
     (SELECT tenant, run_at, 1 AS pos FROM jobsvc_results
      WHERE status = 'Queued' AND tenant > %(after)s
      ORDER BY tenant, run_at LIMIT 1)
@@ -274,7 +274,8 @@ WITH RECURSIVE after_cursor AS (
     ORDER BY c.rank, c.lap, c.pos
     LIMIT %(limit)s
     FOR UPDATE OF p SKIP LOCKED
-)
+)"""
+_CLAIM_UPDATE = """
 UPDATE jobsvc_results r
 SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
     worker_id = %(worker_id)s, error = NULL
@@ -283,6 +284,44 @@ WHERE r.id = picked.id
 RETURNING r.*, picked.rank AS ring_rank, picked.lap AS ring_lap, picked.pos AS ring_pos,
     pg_advisory_lock(r.id)::text AS locked
 """
+CLAIM_SQL = "\nWITH RECURSIVE " + _CLAIM_CTES.lstrip("\n") + _CLAIM_UPDATE
+
+# The worker's whole cycle in ONE statement (issue 14, round 3), when every outcome's
+# decision is final whatever the row holds (`RetryPolicy.final`: completed, failed):
+# the claim's CTEs as in CLAIM_SQL, plus
+# - `finished`: the decisions written to this worker's Processing rows among %(ids)s
+#   (rows no longer this worker's, rescued meanwhile, are skipped; attempts and run_at
+#   are kept: the attempt is over), and each written row's session advisory lock
+#   released in RETURNING: its row lock holds until commit, so no rescuer sees the row
+#   unlocked before its new status. The caller passes %(ids)s sorted, and the plan
+#   walks them in that order (a nested loop over the unnest), so the rows are locked
+#   in id order, as FINISH_LOCK_SQL and a cancel lock them: the two never deadlock.
+#   (A locking CTE of its own cost 25-35 % more backend CPU per row.)
+# - `claimed`: CLAIM_SQL's UPDATE, whose advisory locks are taken in this statement's
+#   own transaction.
+# Sent on an autocommit connection: one round trip and one commit per cycle, with no
+# BEGIN, no locking read and no unlock statement. The two UPDATEs never touch the same
+# row: `finished` takes Processing rows, `claimed` Queued ones (in the statement's
+# snapshot). Columns: the rows of both, `ring_*` NULL for the finished, and `claimed`.
+CYCLE_SQL = (
+    "\nWITH RECURSIVE "
+    + _CLAIM_CTES.lstrip("\n")
+    + """, finished AS (
+    UPDATE jobsvc_results r
+    SET status = d.status, error = d.error, finished_at = now(), worker_id = NULL, updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(errors)s::text[]) AS d(id, status, error)
+    WHERE r.id = d.id AND r.status = 'Processing' AND r.worker_id = %(worker_id)s
+    RETURNING r.*, NULL::bigint AS ring_rank, NULL::int AS ring_lap, NULL::int AS ring_pos,
+        pg_advisory_unlock(r.id)::text AS locked, false AS claimed
+), claimed AS ("""
+    + _CLAIM_UPDATE.rstrip("\n")
+    + """, true AS claimed
+)
+SELECT * FROM finished
+UNION ALL
+SELECT * FROM claimed
+"""
+)
 
 # After a short claim: seconds until the next Queued row is due. 0 when a row is due
 # already but the claim did not take it: another worker's claim holds it locked and has

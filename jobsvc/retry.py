@@ -88,10 +88,9 @@ class RetryPolicy:
     def decide(self, row: Job, outcome: Outcome) -> Decision:
         """The next state of ``row`` (read under its row lock, so a cancel requested a
         moment ago is seen) after ``outcome``."""
-        if outcome.kind == "completed":
-            return Decision(row.id, Status.COMPLETED, None, row.attempts)
-        if outcome.kind == "failed":
-            return Decision(row.id, Status.FAILED, outcome.error, row.attempts)
+        final = self.final(outcome)
+        if final is not None:
+            return Decision(row.id, *final, row.attempts)
         # A retry or a give-back of a row whose cancel was requested ends Canceled.
         attempts = row.attempts - 1 if outcome.kind == "requeue" else row.attempts
         if outcome.kind == "canceled" or row.cancel_requested_at is not None:
@@ -102,6 +101,17 @@ class RetryPolicy:
             error = f"{outcome.error} (gave up after {row.attempts} attempts)"
             return Decision(row.id, Status.FAILED, error, row.attempts)
         return Decision(row.id, Status.QUEUED, outcome.error, row.attempts, self.delay(row.attempts))
+
+    def final(self, outcome: Outcome) -> tuple[Status, str | None] | None:
+        """The status and error ``outcome`` ends its row with whatever the row holds
+        (completed, failed: the attempt is over and keeps its count); None when the
+        decision needs the row read under its lock (a retry, a cancel, a give-back).
+        `queue.cycle` writes these without reading the rows first."""
+        if outcome.kind == "completed":
+            return Status.COMPLETED, None
+        if outcome.kind == "failed":
+            return Status.FAILED, outcome.error
+        return None
 
     def lost(self, row: Job) -> Decision:
         """The next state of a Processing row whose worker is gone (the rescuer's case):

@@ -12,7 +12,7 @@ One module per idea, all re-exported here (callers use ``queue.X``):
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
-- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`,
+- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`, `cycle`,
   `cancel_requested`, `rescue`;
 - `lifecycle` — `clean_batch` and `compact_counts` under `CLEAN_LOCK`;
 - `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`.
@@ -25,6 +25,7 @@ from jobsvc.queue.claims import (
     TenantRing,
     cancel_requested,
     claim,
+    cycle,
     finish,
     finish_and_claim,
     rescue,
@@ -112,6 +113,7 @@ __all__ = [
     "claim",
     "clean_batch",
     "compact_counts",
+    "cycle",
     "enqueue",
     "enqueue_alone",
     "enqueue_group",

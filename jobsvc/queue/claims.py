@@ -1,6 +1,6 @@
 """The worker's side: the fair-share `claim` (with its `TenantRing`), `finish`, both in
-one transaction (`finish_and_claim`), the cancel catch-up, and `rescue`. The decisions
-written are `jobsvc.retry`'s."""
+one transaction (`finish_and_claim`) or, in the common case, in one statement (`cycle`),
+the cancel catch-up, and `rescue`. The decisions written are `jobsvc.retry`'s."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from jobsvc.model import Job, Status
 from jobsvc.queries import (
     CANCEL_REQUESTED_SQL,
     CLAIM_SQL,
+    CYCLE_SQL,
     FINISH_LOCK_SQL,
     NEXT_DUE_SQL,
     RESCUE_LOCK_SQL,
@@ -66,6 +67,14 @@ def _claimed_rows(cursor: Cursor[Any]) -> RowMaker[tuple[Job, tuple[int, int, in
     return lambda values: (make_job(values), (values[rank], values[lap], values[pos]))
 
 
+def _cycle_rows(cursor: Cursor[Any]) -> RowMaker[tuple[Job, bool, tuple[int, int, int]]]:
+    """`job_rows`, with CYCLE_SQL's ``claimed`` flag and ring columns of each row."""
+    make_job = job_rows(cursor)
+    names = [column.name for column in cursor.description or ()]
+    flag, rank, lap, pos = (names.index(name) for name in ("claimed", "ring_rank", "ring_lap", "ring_pos"))
+    return lambda values: (make_job(values), values[flag], (values[rank], values[lap], values[pos]))
+
+
 def _jobs(conn: Conn, statement: str, params: dict[str, Any]) -> list[Job]:
     """``statement``'s rows as `Job`s (`job_rows`, binary results)."""
     with conn.cursor(row_factory=job_rows, binary=True) as cursor:
@@ -95,8 +104,16 @@ def claim(
         "worker_id": worker_id,
     }
     with conn.cursor(row_factory=_claimed_rows, binary=True) as cursor:
-        # In the claim's order: each tenant's first row, then each one's second, ...
-        rows = sorted(cursor.execute(CLAIM_SQL, params), key=lambda r: r[1])
+        rows = cursor.execute(CLAIM_SQL, params).fetchall()
+    return _claimed(conn, rows, limit, ring)
+
+
+def _claimed(
+    conn: Conn, rows: list[tuple[Job, tuple[int, int, int]]], limit: int, ring: TenantRing | None
+) -> tuple[list[Job], float | None]:
+    """A claim's rows in the claim's order, the ring moved on, and the next-due seconds."""
+    # In the claim's order: each tenant's first row, then each one's second, ...
+    rows.sort(key=lambda r: r[1])
     if rows and ring is not None:
         ring.after = max(rows, key=lambda r: r[1][1:])[0].tenant  # the last (lap, pos) served
     jobs = [job for job, _ in rows]
@@ -147,6 +164,58 @@ def finish_and_claim(
     if limit <= 0:
         return written, [], None
     claimed, next_due = claim(conn, worker_id, limit, ring)
+    return written, claimed, next_due
+
+
+def cycle(
+    conn: Conn,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+    ring: TenantRing | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> tuple[list[Job], list[Job], float | None]:
+    """`finish_and_claim` on an AUTOCOMMIT connection, in as few round trips as it takes.
+
+    When every outcome is final whatever its row holds (`RetryPolicy.final`: completed,
+    failed; the common case), the outcomes and the claim are one statement
+    (`CYCLE_SQL`), its own transaction: one round trip and one commit, where
+    `finish_and_claim` sends BEGIN, the locking read, the write, the unlock, the claim
+    and COMMIT (issue 14, round 3). A cycle without outcomes is `CLAIM_SQL` alone. When
+    an outcome needs its row read first (a retry, a cancel, a give-back), the cycle is
+    `finish_and_claim` in an explicit transaction. Either way all of it or none of it
+    is committed, and the claim's advisory locks are taken in its own transaction.
+    """
+    if not outcomes:
+        return [], *claim(conn, worker_id, limit, ring)
+    decided: list[tuple[int, Status, str | None]] = []
+    for outcome in outcomes:
+        final = policy.final(outcome)
+        if final is None:
+            with conn.transaction():
+                return finish_and_claim(conn, worker_id, outcomes, limit, ring, policy)
+        decided.append((outcome.id, *final))
+    decided.sort(key=lambda d: d[0])  # id order: the order CYCLE_SQL locks the rows in
+    params = {
+        "ids": [row_id for row_id, _, _ in decided],
+        "statuses": [status.value for _, status, _ in decided],
+        "errors": [error for _, _, error in decided],
+        "limit": max(limit, 0),
+        "tenants": max(limit, 0) + CLAIM_SLACK,
+        "after": "" if ring is None else ring.after,
+        "worker_id": worker_id,
+    }
+    with conn.cursor(row_factory=_cycle_rows, binary=True) as cursor:
+        rows = cursor.execute(CYCLE_SQL, params).fetchall()
+    written = [job for job, claimed_row, _ in rows if not claimed_row]
+    if len(written) < len(decided):
+        # Rows no longer this worker's were not written, nor unlocked by the statement:
+        # release whatever lock this session may still hold on them, as `finish` does.
+        done = {job.id for job in written}
+        conn.execute(UNLOCK_SQL, {"ids": [row_id for row_id, _, _ in decided if row_id not in done]})
+    if limit <= 0:
+        return written, [], None
+    claimed, next_due = _claimed(conn, [(job, ring_at) for job, c, ring_at in rows if c], limit, ring)
     return written, claimed, next_due
 
 

@@ -51,10 +51,9 @@ class PostgresSession:
     async def finish_and_claim(
         self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
     ) -> tuple[list[Job], list[Job], float | None]:
-        cycle = partial(
-            queue.finish_and_claim, worker_id=self._worker_id, limit=limit, ring=self._ring, policy=policy
-        )
-        return await self._session.run(partial(cycle, outcomes=list(outcomes)))
+        # One statement in the common case (`queue.cycle`), on the session's autocommit link.
+        cycle = partial(queue.cycle, worker_id=self._worker_id, limit=limit, ring=self._ring, policy=policy)
+        return await self._session.run_statements(partial(cycle, outcomes=list(outcomes)))
 
     async def ping(self) -> None:
         await self._session.run(lambda c: c.execute(PING_SQL))

@@ -1,14 +1,19 @@
 """The worker's cycle on PostgreSQL: the outcomes recorded and the next batch claimed in
-one transaction (`queue.finish_and_claim`), all of it or none of it."""
+one transaction (`queue.finish_and_claim`), all of it or none of it; and `queue.cycle`,
+the same in one statement on an autocommit session when every outcome is final."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from jobsvc import queue
@@ -118,3 +123,96 @@ def test_a_claim_short_because_another_claim_holds_due_rows_says_look_again_now(
         assert next_due == 0.0  # due rows left behind: not "nothing due" (None), which waits for a NOTIFY
     with session.transaction():
         assert queue.claim(session, "w1", 5) == ([], None)  # the rival committed: nothing left
+
+
+@contextmanager
+def statements_sent(session: Conn, tmp_path: Path) -> Iterator[list[str]]:
+    """The statements ``session`` sends inside the block, from libpq's protocol trace: one
+    "Query" (simple protocol: BEGIN, COMMIT) or "Bind" (a parameterized statement) each."""
+    sent: list[str] = []
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as f:
+        session.pgconn.trace(f.fileno())
+        session.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            yield sent
+        finally:
+            session.pgconn.untrace()
+    for line in trace.read_text().splitlines():
+        fields = line.split("\t")  # F, length, message, arguments
+        if fields[0] == "F" and fields[2] == "Bind":
+            sent.append("Bind")
+        elif fields[0] == "F" and fields[2] == "Query":
+            sent.append(fields[3].strip(' "') or "Query")  # a statement on several lines
+
+
+def test_cycle_of_final_outcomes_is_one_statement_that_records_unlocks_and_claims(
+    database_url: str, conn: Conn, session: Conn, tmp_path: Path
+) -> None:
+    first, second = enqueue(conn, 2), enqueue(conn, 3)
+    _, claimed, _ = queue.cycle(session, "w1", [], 2)
+    assert {j.id for j in claimed} == set(first) and advisory_locks(database_url) == set(first)
+    outcomes = [Outcome(first[1], "failed", "not an image"), Outcome(first[0], "completed")]
+    with statements_sent(session, tmp_path) as sent:
+        written, claimed, next_due = queue.cycle(session, "w1", outcomes, 2)
+    assert sent == ["Bind"]  # one statement: no BEGIN, locking read, unlock or COMMIT of its own
+    assert session.info.transaction_status.name == "IDLE"  # committed by itself
+    assert {(j.id, j.status, j.error, j.attempts) for j in written} == {
+        (first[0], Status.COMPLETED, None, 1),
+        (first[1], Status.FAILED, "not an image", 1),
+    }
+    assert all(j.finished_at is not None and j.worker_id is None for j in written)
+    assert [j.id for j in claimed] == second[:2] and next_due is None
+    assert all(j.status is Status.PROCESSING and j.worker_id == "w1" for j in claimed)
+    # the finished rows' locks are released; the claimed rows' are taken, in one transaction
+    assert advisory_locks(database_url) == set(second[:2])
+    # outcomes only (no free slot): recorded, nothing claimed
+    written, claimed, next_due = queue.cycle(session, "w1", [Outcome(i, "completed") for i in second[:2]], 0)
+    assert {j.id for j in written} == set(second[:2]) and claimed == [] and next_due is None
+    assert advisory_locks(database_url) == set()
+    assert rows(conn)[second[2]] == (Status.QUEUED, 0)
+
+
+def test_cycle_skips_and_unlocks_rows_that_are_no_longer_its_own(
+    database_url: str, conn: Conn, session: Conn
+) -> None:
+    mine, theirs = enqueue(conn, 1), enqueue(conn, 1)
+    queue.cycle(session, "w1", [], 1)
+    conn.execute("UPDATE jobsvc_results SET worker_id = 'w2' WHERE id = %s", [mine[0]])  # not ours any more
+    written, claimed, _ = queue.cycle(session, "w1", [Outcome(mine[0], "completed")], 1)
+    assert written == [] and [j.id for j in claimed] == theirs
+    assert rows(conn)[mine[0]] == (Status.PROCESSING, 1)  # left alone
+    assert advisory_locks(database_url) == set(theirs)  # but this session's lock on it is gone
+
+
+def test_cycle_with_an_outcome_that_needs_its_row_runs_the_transaction(
+    conn: Conn, session: Conn, tmp_path: Path
+) -> None:
+    first, second = enqueue(conn, 2), enqueue(conn, 1)
+    queue.cycle(session, "w1", [], 2)
+    conn.execute("UPDATE jobsvc_results SET cancel_requested_at = now() WHERE id = %s", [first[1]])
+    outcomes = [Outcome(first[0], "completed"), Outcome(first[1], "retry", "503")]
+    with statements_sent(session, tmp_path) as sent:
+        written, claimed, _ = queue.cycle(session, "w1", outcomes, 1)
+    # BEGIN, the locking read, the write, the unlock, the claim, COMMIT: the policy saw the cancel
+    assert sent == ["BEGIN", "Bind", "Bind", "Bind", "Bind", "COMMIT"]
+    assert {j.id: j.status for j in written} == {first[0]: Status.COMPLETED, first[1]: Status.CANCELED}
+    assert [j.id for j in claimed] == second
+    assert session.info.transaction_status.name == "IDLE"
+
+
+def test_cycle_killed_before_it_commits_loses_nothing(database_url: str, conn: Conn, session: Conn) -> None:
+    first, second = enqueue(conn, 2), enqueue(conn, 2)
+    queue.cycle(session, "w1", [], 2)
+    # The statement blocks on a row lock held here; the session dies while it waits.
+    with psycopg.connect(database_url, row_factory=dict_row) as holder, holder.transaction():
+        holder.execute("SELECT 1 FROM jobsvc_results WHERE id = %s FOR UPDATE", [first[1]])
+        pid = session.info.backend_pid
+        killer = threading.Timer(0.3, lambda: conn.execute("SELECT pg_terminate_backend(%s)", [pid]))
+        killer.start()
+        with pytest.raises(psycopg.OperationalError):
+            queue.cycle(session, "w1", [Outcome(i, "completed") for i in first], 2)
+        killer.join()
+    expected = {**dict.fromkeys(first, (Status.PROCESSING, 1)), **dict.fromkeys(second, (Status.QUEUED, 0))}
+    assert rows(conn) == expected
+    until_sync(lambda: not advisory_locks(database_url), timeout=5, what="the dead session's locks to go")

@@ -63,3 +63,17 @@ def test_lost_worker_is_a_transient_failure_with_backoff() -> None:
     spent = POLICY.lost(running(attempts=3))
     assert spent.status is Status.FAILED and spent.error is not None and "gave up after 3" in spent.error
     assert POLICY.lost(running(cancel_requested_at=NOW)).status is Status.CANCELED
+
+
+def test_final_outcomes_are_decided_without_the_row_and_agree_with_decide() -> None:
+    # queue.cycle writes these without reading the rows: decide must say the same whatever the row
+    for outcome, final in [
+        (Outcome(7, "completed"), (Status.COMPLETED, None)),
+        (Outcome(7, "failed", "not an image"), (Status.FAILED, "not an image")),
+    ]:
+        assert POLICY.final(outcome) == final
+        for row in (running(attempts=3), running(cancel_requested_at=NOW)):
+            decided = POLICY.decide(row, outcome)
+            assert (decided.status, decided.error, decided.attempts) == (*final, row.attempts)
+    for kind in ("retry", "canceled", "requeue"):  # these need the row read under its lock
+        assert POLICY.final(Outcome(7, kind, "503")) is None  # type: ignore[arg-type]
