@@ -98,11 +98,9 @@ def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bo
     return job, inserted
 
 
-def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
-    """Insert one result (no quota check); ``(job, created)``. ``created=False`` is an
-    existing row, identical or not (`check_identical` judges): `enqueue_many` for one
-    result, with a statement that is cheaper to plan and run than its ``unnest``."""
-    params = {
+def _row_params(new: NewResult) -> dict[str, object]:
+    """The columns of ``new`` as the one-row statements' parameters."""
+    return {
         "job_id": new.job_id,
         "result_file": new.result_file,
         "type": new.type,
@@ -112,6 +110,13 @@ def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         "max_attempts": new.max_attempts,
         "tenant": new.tenant,
     }
+
+
+def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
+    """Insert one result (no quota check); ``(job, created)``. ``created=False`` is an
+    existing row, identical or not (`check_identical` judges): `enqueue_many` for one
+    result, with a statement that is cheaper to plan and run than its ``unnest``."""
+    params = _row_params(new)
     # A conflicting insert committed after our snapshot is invisible to the second
     # half of the statement: run it again with a fresh snapshot (at most twice more).
     for _ in range(3):
@@ -249,14 +254,7 @@ def enqueue_alone(conn: Conn, new: NewResult, max_queued: int, *, announce: bool
     NOTIFYs were sent (a new row with ``announce``).
     """
     params = {
-        "job_id": new.job_id,
-        "result_file": new.result_file,
-        "type": new.type,
-        "img_url": new.img_url,
-        "priority": new.priority,
-        "run_at": new.run_at,
-        "max_attempts": new.max_attempts,
-        "tenant": new.tenant,
+        **_row_params(new),
         "cap": max_queued,
         "announce": announce,
         "wakeup_channel": WAKEUP_CHANNEL,
