@@ -9,7 +9,7 @@ A client names any URL it likes, so every download is checked at four points:
    host resolves to must pass the rule (`is_public_address` unless
    ``allow_private_urls``), and the socket is connected to the address that was
    checked; a kept-alive connection is reused only for a request whose own
-   lookup returned its address (`guard.GuardedTransport`);
+   lookup returned its address (`pool.GuardedTransport`);
 3. the size (`body`): a Content-Length over ``max_image_bytes`` is refused at
    once; the bytes received and the bytes decoded are counted against the cap
    while streaming;

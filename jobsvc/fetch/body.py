@@ -31,7 +31,7 @@ import filetype
 import trio
 
 from jobsvc.errors import PermanentError
-from jobsvc.fetch.guard import FetchResponse
+from jobsvc.fetch.pool import FetchResponse
 
 __all__ = ["ACCEPTED_MIMES", "Spill", "discard", "image_kind", "open_temp", "read_head", "save_body"]
 

@@ -10,7 +10,7 @@ Our own decisions raise PermanentError/TransientError where they are made;
 exceptions of the layers below (httpx, httpcore, idna, trio, zlib, OS) are
 translated in one place, `_translate_errors`. Cancellation is never translated.
 
-One `guard.GuardedTransport` per `Fetcher`, driving httpcore's HTTP/1.1
+One `pool.GuardedTransport` per `Fetcher`, driving httpcore's HTTP/1.1
 connections in its own keep-alive pools (no httpx client, no httpcore pool:
 together they were about half of a small download's CPU): connections are kept
 alive between jobs, but every request resolves and checks its host again and
@@ -37,9 +37,10 @@ import trio
 from jobsvc.config import Settings
 from jobsvc.errors import InvalidRequest, JobError, PermanentError, TransientError
 from jobsvc.fetch import body, policy
-from jobsvc.fetch.guard import FetchResponse, GuardedBackend, GuardedTransport
-from jobsvc.fetch.guard import ssl_context as default_ssl_context
+from jobsvc.fetch.guard import GuardedBackend
 from jobsvc.fetch.policy import IPAddress
+from jobsvc.fetch.pool import FetchResponse, GuardedTransport
+from jobsvc.fetch.pool import ssl_context as default_ssl_context
 
 __all__ = ["Download", "Fetcher"]
 
@@ -96,7 +97,7 @@ class Fetcher:
     by default it is `is_public_address`, or anything when
     ``settings.allow_private_urls``. ``tmp_dir`` is where downloads are spooled
     (default: the system temporary directory). ``ssl_context`` verifies https
-    servers (default: the certifi bundle, `guard.ssl_context`; tests pass their own CA).
+    servers (default: the certifi bundle, `pool.ssl_context`; tests pass their own CA).
     """
 
     def __init__(

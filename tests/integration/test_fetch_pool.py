@@ -1,4 +1,4 @@
-"""Kept-alive connections in the fetcher (`guard.GuardedTransport`) never weaken the guard.
+"""Kept-alive connections in the fetcher (`pool.GuardedTransport`) never weaken the guard.
 
 A keep-alive server listens on two loopback addresses (127.0.0.1 and
 127.0.0.2, same port) and records, per request, which address it was reached
