@@ -441,12 +441,13 @@ DELETE FROM jobsvc_results r USING doomed WHERE r.id = doomed.id
 # for the filters it might skip). Values are always bound parameters.
 #
 # The order is (created_at, id), the keyset cursor the last row's pair; the indexes in
-# schema.sql serve each shape: no status → (created_at, id); per status →
-# (status, created_at, id); a type → (type, status, created_at, id), one branch per
-# status (every status when none is given), merged by a Merge Append: PostgreSQL 15
-# cannot walk one index in order across several values of its leading column. With a
-# jobId, the unique (job_id, result_file) index finds the job's few rows and they are
-# sorted.
+# schema.sql serve each shape: one branch per status (every status when none is given),
+# each walking (status, created_at, id), (tenant, status, created_at, id) with a tenant,
+# or (type, status, created_at, id) with a type, merged by a Merge Append: PostgreSQL 15
+# cannot walk one index in order across several values of its leading column (and
+# schema version 4 dropped the (created_at, id) indexes that served a list of every
+# status in one walk). With a jobId, the unique (job_id, result_file) index finds the
+# job's few rows and they are sorted.
 
 ListOrder = Literal["asc", "desc"]
 

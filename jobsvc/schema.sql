@@ -57,22 +57,15 @@ CREATE TABLE IF NOT EXISTS jobsvc_results (
     CONSTRAINT jobsvc_results_job_file_key UNIQUE (job_id, result_file)
 );
 
--- The claim walks this index in its ORDER BY: only Queued rows are in it, so a
--- table full of finished rows never slows the claim down (STACK-NOTES planner trap).
-CREATE INDEX IF NOT EXISTS jobsvc_results_claim_idx
-    ON jobsvc_results (priority DESC, run_at, id) WHERE status = 'Queued';
-
--- The rescuer and the metrics look at Processing rows only.
-CREATE INDEX IF NOT EXISTS jobsvc_results_processing_idx
-    ON jobsvc_results (id) WHERE status = 'Processing';
-
--- `GET /results/list?status=…` pages through one status in id order.
-CREATE INDEX IF NOT EXISTS jobsvc_results_status_idx ON jobsvc_results (status, id);
+-- (Version 1 also had jobsvc_results_claim_idx, _processing_idx, _status_idx and
+-- _created_idx: version 4 drops them, see there. They are not created here, so that
+-- a migration run again never builds them only to drop them.)
 
 -- `GET /results/list` runs in (created_at, id) order, either way, keyset-paged; each
 -- filter combination walks one of these in order (queries.list_sql says which; the
--- plans on a million rows are in bench/README.md, "List plans").
-CREATE INDEX IF NOT EXISTS jobsvc_results_created_idx ON jobsvc_results (created_at, id);
+-- plans on a million rows are in bench/README.md, "List plans"). Since version 4 a
+-- list of every status merges one walk per status (as a type's list always did), and
+-- the rescuer finds the Processing rows through the first one too.
 CREATE INDEX IF NOT EXISTS jobsvc_results_status_created_idx
     ON jobsvc_results (status, created_at, id);
 CREATE INDEX IF NOT EXISTS jobsvc_results_type_created_idx
@@ -187,16 +180,16 @@ $$;
 ALTER TABLE jobsvc_results ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'default';
 
 -- Every client read is filtered by tenant inside the SQL: a tenant's list pages
--- through (tenant, created_at, id) (and (tenant, status, created_at, id) per status,
--- the list's keyset order); reads by job_id go through jobsvc_results_job_file_key
--- and check the tenant on the few rows found.
-CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_created_idx ON jobsvc_results (tenant, created_at, id);
+-- through (tenant, status, created_at, id), one walk per status, the list's keyset
+-- order (version 3 also had (tenant, created_at, id): version 4 drops it); reads by
+-- job_id go through jobsvc_results_job_file_key and check the tenant on the few rows found.
 CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_status_created_idx
     ON jobsvc_results (tenant, status, created_at, id);
 
 -- The fair-share claim (queries.CLAIM_SQL) finds the tenants with due work by a
 -- "loose index scan" of this index: one probe per tenant for its earliest run_at,
--- however many rows each tenant has queued. Queued rows only, as the claim index.
+-- however many rows each tenant has queued. Queued rows only: a table full of
+-- finished rows never slows the claim down (STACK-NOTES planner trap).
 CREATE INDEX IF NOT EXISTS jobsvc_results_tenant_due_idx
     ON jobsvc_results (tenant, run_at) WHERE status = 'Queued';
 
@@ -257,6 +250,30 @@ END
 $$;
 
 -- ===========================================================================
+-- Version 4: fewer indexes on jobsvc_results (issue 14, round 4).
+-- ===========================================================================
+
+-- `status` is in most indexes and in the partial ones' predicates, so no UPDATE of a
+-- row is HOT: each of a job's three row versions (enqueue, claim, finish) adds an
+-- entry to every index whose predicate it meets. Five of the thirteen had no query
+-- left that another index does not serve as well; dropping them cut the database's
+-- CPU per job by about 15 % (bench/README.md, "Round 4: the database's cost per job"):
+--   _status_idx (status, id)           no query since the list's (created_at, id) order
+--   _created_idx (created_at, id)      a list of every status merges the per-status
+--   _tenant_created_idx                walks of _status_created_idx (admin) and
+--                                      _tenant_status_created_idx (a tenant) in order
+--   _claim_idx (priority DESC, …)      no query since the fair-share claim (version 3)
+--                                      walks the _tenant_* ones
+--   _processing_idx (id), Processing   the rescuer reads status = 'Processing' from the
+--                                      front of _status_created_idx
+-- Nothing is built: dropping an index takes a brief exclusive lock on the table.
+DROP INDEX IF EXISTS jobsvc_results_status_idx;
+DROP INDEX IF EXISTS jobsvc_results_created_idx;
+DROP INDEX IF EXISTS jobsvc_results_tenant_created_idx;
+DROP INDEX IF EXISTS jobsvc_results_claim_idx;
+DROP INDEX IF EXISTS jobsvc_results_processing_idx;
+
+-- ===========================================================================
 -- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
-INSERT INTO jobsvc_meta (schema_version) VALUES (3)
+INSERT INTO jobsvc_meta (schema_version) VALUES (4)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

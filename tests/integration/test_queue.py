@@ -165,6 +165,38 @@ def test_list_pages_by_keyset_with_filters(conn: Conn) -> None:
     assert queue.list_jobs(conn, completed, after=None, limit=10) == []
 
 
+@pytest.mark.parametrize("tenant", [None, "acme"])
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_a_list_of_every_status_pages_through_them_merged_in_keyset_order(
+    conn: Conn, tenant: str | None, order: queue.ListOrder
+) -> None:
+    # Since schema version 4 a list without a status filter merges one index walk per
+    # status: rows of every status, many sharing a created_at, must still come back in
+    # (created_at, id) order, each exactly once, page after page.
+    with conn.transaction():
+        for i in range(40):
+            queue.enqueue(conn, new(f"{i:02}.png", tenant="acme" if i % 3 == 0 else "default"))
+        conn.execute(
+            "UPDATE jobsvc_results SET status = (%s::text[])[1 + id %% 5],"
+            " created_at = created_at + (id %% 4) * interval '1 second'",
+            ([s.value for s in Status],),
+        )
+    rows = conn.execute(
+        "SELECT id, status FROM jobsvc_results WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s"
+        " ORDER BY created_at, id",
+        {"tenant": tenant},
+    ).fetchall()
+    expected = [r["id"] for r in rows]
+    assert {r["status"] for r in rows} == {s.value for s in Status}
+    where = queue.ListFilter(tenant=tenant, order=order)
+    seen: list[int] = []
+    after = None
+    while page := queue.list_jobs(conn, where, after=after, limit=7):
+        seen += [j.id for j in page]
+        after = queue.ListCursor.of(page[-1])
+    assert seen == (expected if order == "asc" else expected[::-1])
+
+
 def test_migrate_is_idempotent(conn: Conn) -> None:
     with conn.transaction():
         queue.migrate(conn, queue.load_schema())

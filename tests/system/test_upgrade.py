@@ -1,9 +1,11 @@
-"""Schema upgrades (DESIGN §9): a version-1 (or version-2) database with rows in every
-status is brought to the current version in place by `jobsvc migrate`, rows kept, and
-runs jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
+"""Schema upgrades (DESIGN §9): a version-1 (or version-2, or version-3) database with rows
+in every status is brought to the current version in place by `jobsvc migrate`, rows kept,
+and runs jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuses to start.
 
 tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`);
-tests/fixtures/schema_v2.sql the one before tenants and keys (version 3).
+tests/fixtures/schema_v2.sql the one before tenants and keys (version 3);
+tests/fixtures/schema_v3.sql the one before the dropped indexes (version 4,
+`git show 1878517:jobsvc/schema.sql`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ from tests.helpers import connect, enqueue, wait_status
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 V1_SCHEMA = (FIXTURES / "schema_v1.sql").read_text()
 V2_SCHEMA = (FIXTURES / "schema_v2.sql").read_text()
+V3_SCHEMA = (FIXTURES / "schema_v3.sql").read_text()
+
+# The indexes version 4 drops (no query needs them that another index does not serve).
+DROPPED_IN_V4 = {
+    "jobsvc_results_status_idx",
+    "jobsvc_results_created_idx",
+    "jobsvc_results_tenant_created_idx",
+    "jobsvc_results_claim_idx",
+    "jobsvc_results_processing_idx",
+}
 
 # One row per status, written as version-1 code wrote them.
 V1_ROWS = """
@@ -96,10 +108,10 @@ async def test_v1_database_is_refused_then_upgraded_in_place_and_runs_jobs(
 
     migrated = await run_process(spawn, "migrate", env=env)
     assert migrated.popen.returncode == 0, migrated.output()
-    assert "version 3" in migrated.output()
+    assert "version 4" in migrated.output()
 
     with connect(url) as conn:
-        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 3
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 4
     assert rows_after_upgrade(url) == before  # every row, every column, as it was
     exact, counted = exact_and_counted(url)
     assert counted == exact == {s.value: 1 for s in Status}  # the counters were backfilled
@@ -217,3 +229,56 @@ async def test_v2_database_is_upgraded_to_tenants_and_keys_rows_kept(
         assert queue.status_counts(conn, "acme")["Queued"] == 1
         assert queue.status_counts(conn, "default") == exact
         assert conn.execute("SELECT count(*) AS n FROM jobsvc_keys").fetchone() == {"n": 0}
+
+
+def result_indexes(url: str) -> set[str]:
+    with connect(url) as conn:
+        rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'jobsvc_results'").fetchall()
+    return {r["indexname"] for r in rows}
+
+
+def test_v3_database_loses_the_unneeded_indexes_rows_and_counts_kept(
+    empty_database_url: str, database_url: str
+) -> None:
+    url = empty_database_url
+    with connect(url) as conn:
+        conn.execute(V3_SCHEMA.encode())
+        conn.execute(V1_ROWS)  # version-3 code wrote the same rows (tenant default) ...
+        conn.execute(  # ... and a row of another tenant
+            "INSERT INTO jobsvc_results (job_id, result_file, type, img_url, tenant) "
+            "VALUES (gen_random_uuid(), 'acme.png', 'ingest', 'http://images.test/acme.png', 'acme')"
+        )
+        assert queue.schema_version(conn) == 3
+        before = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    assert result_indexes(url) >= DROPPED_IN_V4
+
+    with db.connect(url) as conn:
+        queue.migrate(conn, queue.load_schema())
+        queue.migrate(conn, queue.load_schema())  # idempotent: nothing built, nothing counted twice
+    # The upgraded database has exactly the indexes of a database created at version 4.
+    assert result_indexes(url) == result_indexes(database_url)
+    assert not DROPPED_IN_V4 & result_indexes(url)
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 4
+        assert conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall() == before
+        assert queue.status_counts(conn) == queue.status_counts_exact(conn)
+        assert queue.status_counts(conn, "acme")["Queued"] == 1
+
+        # What the dropped indexes served still works on the upgraded rows: the list of
+        # every status (in (created_at, id) order, for all tenants and for one) ...
+        by_created = sorted(before, key=lambda r: (r["created_at"], r["id"]))
+        listed = queue.list_jobs(conn, queue.ListFilter(), after=None, limit=100)
+        assert [j.id for j in listed] == [r["id"] for r in by_created]
+        mine = queue.list_jobs(conn, queue.ListFilter(tenant="default", order="desc"), after=None, limit=100)
+        assert [j.id for j in mine] == [r["id"] for r in by_created if r["tenant"] == "default"][::-1]
+        # ... the rescuer (the version-3 Processing row has no live owner) ...
+        with conn.transaction():
+            rescued = queue.rescue(conn)
+        processing = next(r["id"] for r in before if r["status"] == "Processing")
+        assert [j.id for j in rescued] == [processing] and rescued[0].status is Status.QUEUED
+        # ... and the claim, across both tenants.
+        with conn.transaction():
+            claimed, _ = queue.claim(conn, "upgraded", 10)
+        assert {j.tenant for j in claimed} == {"default", "acme"}
+        conn.execute("SELECT pg_advisory_unlock_all()")
+        assert queue.status_counts(conn) == queue.status_counts_exact(conn)
