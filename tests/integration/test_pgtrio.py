@@ -174,3 +174,79 @@ async def test_the_workers_cycle_from_trio_claims_locks_records_and_unlocks(
     assert [(j.id, j.status) for j in written] == [(ids[0], Status.COMPLETED), (ids[1], Status.FAILED)]
     assert [j.id for j in claimed] == ids[2:] and next_due is None
     assert advisory_locks(database_url) == {ids[2]}
+
+
+# --- db.Link: a dedicated connection, one transaction per unit ---------------------------
+
+
+@pytest.fixture
+async def link(database_url: str) -> AsyncIterator[db.Link]:
+    link = db.Link(database_url, application_name="jobsvc-link-test")
+    try:
+        yield link
+    finally:
+        await link.close()
+
+
+def insert_then(then: pgtrio.Statement) -> pgtrio.Plan[list[Any]]:
+    yield pgtrio.Statement("INSERT INTO pgtrio_probe VALUES (%(n)s) RETURNING n", {"n": 1}, tuple_row)
+    rows = yield then
+    return rows
+
+
+def link_pids(conn: Conn) -> list[int]:
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'jobsvc-link-test'"
+        " AND datname = current_database()"
+    ).fetchall()
+    return [r["pid"] for r in rows]
+
+
+async def test_a_link_unit_commits_all_or_rolls_back_all_and_the_link_goes_on(
+    link: db.Link, conn: Conn
+) -> None:
+    conn.execute("CREATE TABLE pgtrio_probe (n int)")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        await link.run(insert_then(pgtrio.Statement("SELECT 1 / %(z)s AS n", {"z": 0}, tuple_row)))
+    assert conn.execute("SELECT count(*) AS n FROM pgtrio_probe").fetchone() == {"n": 0}
+    assert link.free
+    assert await link.run(insert_then(pgtrio.Statement("SELECT 2 AS n", None, tuple_row))) == [(2,)]
+    assert conn.execute("SELECT count(*) AS n FROM pgtrio_probe").fetchone() == {"n": 1}
+
+
+async def test_a_link_whose_idle_backend_was_terminated_reconnects_before_sending(
+    link: db.Link, conn: Conn
+) -> None:
+    # As the pool's checkout check: the first unit after a failover must not meet the
+    # dead connection (a 503 for a request that could have been answered).
+    select_one = pgtrio.Statement("SELECT 1 AS n", None, tuple_row)
+    assert await link.run(one(select_one)) == [(1,)]
+    [pid] = link_pids(conn)
+    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    await until(lambda: pid not in link_pids(conn), thread=True)
+    assert await link.run(one(select_one)) == [(1,)]
+    assert len(link_pids(conn)) == 1 and pid not in link_pids(conn)
+
+
+async def test_a_link_whose_backend_dies_mid_unit_is_unavailable_then_reconnects(
+    link: db.Link, conn: Conn
+) -> None:
+    assert await link.run(one(pgtrio.Statement("SELECT 1 AS n", None, tuple_row))) == [(1,)]
+    [pid] = link_pids(conn)
+    sleepy = pgtrio.Statement("SELECT pg_sleep(5) AS slept", None, tuple_row)
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            with pytest.raises(DatabaseUnavailable, match="PostgreSQL is not reachable"):
+                await link.run(one(sleepy))
+
+        nursery.start_soon(run)
+        await until(
+            lambda: (
+                conn.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+                == {"state": "active"}
+            ),
+            thread=True,
+        )
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert await link.run(one(pgtrio.Statement("SELECT 3 AS n", None, tuple_row))) == [(3,)]
