@@ -30,19 +30,15 @@ the plan's statements have run. A plan is not started once its caller is cancell
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 import trio
-from psycopg import pq
 from psycopg.abc import PQGen
-from psycopg.rows import RowFactory, tuple_row
+from psycopg.rows import RowFactory
 from psycopg.waiting import Ready, Wait
-
-from jobsvc.queries import BEGIN_SQL, COMMIT_SQL, ROLLBACK_SQL
 
 __all__ = ["Plan", "Statement", "run", "run_sync"]
 
@@ -53,8 +49,7 @@ RV = TypeVar("RV")
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One statement of a plan: its SQL (from jobsvc.queries), its parameters, how its
-    rows are made, and whether results come back in binary. A plan receives its rows
-    (none for a command)."""
+    rows are made, and whether results come back in binary."""
 
     sql: str
     params: Mapping[str, Any] | None
@@ -72,69 +67,44 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
         statement = next(plan)
         while True:
             with conn.cursor(row_factory=statement.row_factory, binary=statement.binary) as cursor:
-                cursor.execute(statement.sql, statement.params)
-                rows = cursor.fetchall() if cursor.description is not None else []
+                rows = cursor.execute(statement.sql, statement.params).fetchall()
             statement = plan.send(rows)
     except StopIteration as done:
         result: T = done.value
         return result
 
 
-async def run(conn: psycopg.Connection[Any], plan: Plan[T], *, transaction: bool = False) -> T:
-    """Run ``plan`` from the trio thread on an autocommit connection; with ``transaction``,
-    between BEGIN and COMMIT (ROLLBACK when it raises, as a pool's connection context
-    does). The caller serialises the connection's users (`db.Session`'s lock, `db.Link`);
-    psycopg's errors are raised as the thread path raises them."""
+async def run(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
+    """Run ``plan`` from the trio thread. The caller serialises the connection's users
+    (`db.Session`'s lock); psycopg's errors are raised as the thread path raises them."""
     await trio.lowlevel.checkpoint_if_cancelled()
     with trio.CancelScope(shield=True):
-        result = await _run_shielded(conn, plan, transaction)
+        result = await _run_shielded(conn, plan)
     return result
 
 
 @trio.lowlevel.enable_ki_protection
-async def _run_shielded(conn: psycopg.Connection[Any], plan: Plan[T], transaction: bool) -> T:
+async def _run_shielded(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     # Ctrl-C is delivered after the plan, not between a statement's send and its result.
     # conn.lock is psycopg's guard against threads sharing the connection; the caller's
     # trio lock already excludes our own users, so taking it never waits.
     if not conn.lock.acquire(blocking=False):
         raise RuntimeError("the connection is in use by a thread")
     try:
-        if transaction:
-            await _execute(conn, _BEGIN)
-        try:
-            statement = next(plan)
-            while True:
-                statement = plan.send(await _execute(conn, statement))
-        except StopIteration as done:
-            result: T = done.value
-        except BaseException:
-            if transaction and conn.pgconn.transaction_status in _OPEN:
-                with contextlib.suppress(psycopg.Error):  # the original error says more
-                    await _execute(conn, _ROLLBACK)
-            raise
-        if transaction:
-            await _execute(conn, _COMMIT)
+        statement = next(plan)
+        while True:
+            with conn.cursor(row_factory=statement.row_factory, binary=statement.binary) as cursor:
+                await _wait(
+                    cursor._execute_gen(statement.sql, statement.params, binary=statement.binary),
+                    conn.pgconn.socket,
+                )
+                rows = cursor.fetchall()  # the results are already in: no I/O
+            statement = plan.send(rows)
+    except StopIteration as done:
+        result: T = done.value
         return result
     finally:
         conn.lock.release()
-
-
-_BEGIN = Statement(BEGIN_SQL, None, tuple_row, binary=False)
-_COMMIT = Statement(COMMIT_SQL, None, tuple_row, binary=False)
-_ROLLBACK = Statement(ROLLBACK_SQL, None, tuple_row, binary=False)
-#: The states a failed plan may leave its transaction in (not IDLE, not UNKNOWN: lost).
-_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
-
-
-async def _execute(conn: psycopg.Connection[Any], statement: Statement) -> list[Any]:
-    """One statement through a cursor, as ``Cursor.execute`` sends it, waiting with trio."""
-    with conn.cursor(row_factory=statement.row_factory, binary=statement.binary) as cursor:
-        await _wait(
-            cursor._execute_gen(statement.sql, statement.params, binary=statement.binary),
-            conn.pgconn.socket,
-        )
-        # The results are already in: no I/O. A command (BEGIN) has no rows.
-        return cursor.fetchall() if cursor.description is not None else []
 
 
 async def _wait(gen: PQGen[RV], fd: int) -> RV:

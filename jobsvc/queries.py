@@ -378,12 +378,6 @@ RETURNING r.*
 #: The worker's health check of its idle session (a killed session fails it).
 PING_SQL = "SELECT 1"
 
-# A transaction spelled out, for a unit sent from the trio thread on an autocommit
-# connection (jobsvc.pgtrio: the API's lone enqueue).
-BEGIN_SQL = "BEGIN"
-COMMIT_SQL = "COMMIT"
-ROLLBACK_SQL = "ROLLBACK"
-
 UNLOCK_SQL = "SELECT pg_advisory_unlock(id) FROM unnest(%(ids)s::bigint[]) AS id"
 
 CANCEL_REQUESTED_SQL = """

@@ -18,8 +18,7 @@ Both routes judge (and probe) each enqueue themselves, then hand the `Item`\\s t
   whatever arrived while the previous group's transaction was in flight, so a request
   alone is written at once (from its own task: a group of one), and under load the
   quota lock, the statements and the commit's fsync are paid once per group instead
-  of once per request. A group of one is sent from the trio thread on the collector's
-  own connection (`db.Link`: no thread hop) when that is free, else through the pool.
+  of once per request.
 
 Failures: when a group's transaction fails with an error about the transaction itself
 (a deadlock with another writer, a statement refused for one item:
@@ -40,12 +39,11 @@ from dataclasses import dataclass, field
 import trio
 
 from jobsvc import queue
-from jobsvc.db import Conn, Database, Link
+from jobsvc.db import Conn, Database
 from jobsvc.errors import DatabaseUnavailable, JobsvcError
 from jobsvc.events import Announcer
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job
-from jobsvc.pgtrio import Plan, run_sync
 from jobsvc.worker.report import log_transition
 
 __all__ = ["GROUP_CAP", "IN_FLIGHT", "Collector", "Item", "link"]
@@ -107,10 +105,8 @@ class Collector:
         *,
         cap: int = GROUP_CAP,
         in_flight: int = IN_FLIGHT,
-        link: Link | None = None,
     ) -> None:
         self._database = database
-        self._link = link
         self._announcer = announcer
         self._metrics = metrics
         self._max_queued = max_queued
@@ -149,9 +145,8 @@ class Collector:
                 # Nothing waiting and a slot free: a group of one, written from this
                 # request's own task (no hand-over to the collector's task and back:
                 # three scheduler passes fewer for a request alone). Cancelled before
-                # its statements are sent, nothing is written; once sent, the transaction
-                # still ends (`Link.run`, `Database.run`), and so do the logs, metrics
-                # and wake-up.
+                # its thread hop, nothing is written; during it, the transaction still
+                # ends (`Database.run`), and so do the logs, metrics and wake-up.
                 await self._write_group([item])
                 return _outcome(item)
         self._pending.append(item)
@@ -256,21 +251,17 @@ class Collector:
         inline = self._announcer.take_inline()
 
         def write(conn: Conn) -> queue.Placed:
-            if len(news) == 1:
-                return run_sync(conn, _alone(news[0], cap, inline))
-            placed = queue.enqueue_group(conn, news, cap)
+            if len(news) == 1:  # a request alone: its transaction in one round trip
+                placed = queue.enqueue_alone(conn, news[0], cap, announce=inline)
+            else:
+                placed = queue.enqueue_group(conn, news, cap)
             if inline and not placed.announced:
                 created = [job.id for job, made in placed.rows.values() if made]
                 if created:
                     queue.announce(conn, created, wakeup=True)
             return placed
 
-        if len(news) == 1 and self._link is not None and self._link.free:
-            # A request alone: its transaction sent from the trio thread on the
-            # collector's own connection (no thread hop, no pool checkout).
-            placed = await self._link.run(_alone(news[0], cap, inline))
-        else:
-            placed = await self._database.run(write)
+        placed = await self._database.run(write)
         over = {(n.job_id, n.result_file) for n in placed.over}
         for item in todo:
             assert item.new is not None
@@ -287,17 +278,6 @@ class Collector:
             self._metrics.enqueued.inc()
             if log_each:
                 log_transition(item.row, logger=log)
-
-
-def _alone(new: queue.NewResult, cap: int, inline: bool) -> Plan[queue.Placed]:
-    """A request alone (`queue.enqueue_alone`), and its NOTIFYs with ``inline`` when the
-    statement did not send them: the statements of its transaction."""
-    placed = yield from queue.enqueue_alone_plan(new, cap, announce=inline)
-    if inline and not placed.announced:
-        created = [job.id for job, made in placed.rows.values() if made]
-        if created:
-            yield from queue.announce_plan(created, wakeup=True)
-    return placed
 
 
 def _outcome(item: Item) -> tuple[Job, bool]:

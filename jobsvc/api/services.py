@@ -24,7 +24,7 @@ from jobsvc.api.auth import Authenticator
 from jobsvc.api.collector import IN_FLIGHT, Collector
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
-from jobsvc.db import Conn, Database, Link
+from jobsvc.db import Conn, Database
 from jobsvc.errors import JobsvcError
 from jobsvc.events import Announcer, Broadcaster
 from jobsvc.fetch import Fetcher
@@ -161,7 +161,6 @@ async def serve(
     """Own every resource of the API process; cancelled at shutdown, it closes them all."""
     url = settings.require_database_url()
     database = Database(url, max_size=8, timeout=3.0, application_name="jobsvc-api")
-    link = Link(url, application_name="jobsvc-api-enqueue")  # the lone enqueue's connection
     fetcher = Fetcher(settings)
     storage: Storage | None = None
     try:
@@ -191,7 +190,6 @@ async def serve(
                     metrics,
                     settings.tenant_max_queued,
                     in_flight=int(options.get("enqueue_groups_in_flight", IN_FLIGHT)),
-                    link=link,
                 ),
             )
             tasks = [
@@ -214,5 +212,4 @@ async def serve(
             await fetcher.aclose()
             if storage is not None:
                 await storage.aclose()
-            await link.close()
             await database.close()

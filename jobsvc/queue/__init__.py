@@ -8,16 +8,14 @@ that `finish` and `rescue` write are `jobsvc.retry`'s.
 One module per idea, all re-exported here (callers use ``queue.X``):
 
 - `schema` — the schema version this code expects, `migrate`, `schema_problem`;
-- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `enqueue_alone`
-  (`enqueue_alone_plan`: its statements, to send from trio), `check_identical`, the quota
+- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `enqueue_alone`, `check_identical`, the quota
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
 - `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`, `cycle`
   (and `cycle_plan`, the same as statements to send from trio), `cancel_requested`, `rescue`;
 - `lifecycle` — `clean_batch` and `compact_counts` under `CLEAN_LOCK`;
-- `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`
-  (`announce_plan`).
+- `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`.
 """
 
 from jobsvc.queries import CLAIM_SQL, CLEAN_SQL, UNLOCK_SQL  # read by tests and bench as queue.X
@@ -45,7 +43,6 @@ from jobsvc.queue.enqueues import (
     check_identical,
     enqueue,
     enqueue_alone,
-    enqueue_alone_plan,
     enqueue_group,
     enqueue_many,
     existing_keys,
@@ -60,7 +57,6 @@ from jobsvc.queue.notify import (
     IDS_PER_NOTIFY,
     WAKEUP_CHANNEL,
     announce,
-    announce_plan,
     notify_ids,
     parse_ids,
     wake_workers,
@@ -112,7 +108,6 @@ __all__ = [
     "TenantRing",
     "admit",
     "announce",
-    "announce_plan",
     "cancel",
     "cancel_requested",
     "check_identical",
@@ -123,7 +118,6 @@ __all__ = [
     "cycle_plan",
     "enqueue",
     "enqueue_alone",
-    "enqueue_alone_plan",
     "enqueue_group",
     "enqueue_many",
     "existing_keys",

@@ -12,12 +12,11 @@ from typing import Any
 
 import psycopg
 from psycopg import Cursor
-from psycopg.rows import RowMaker, dict_row
+from psycopg.rows import RowMaker
 
 from jobsvc.db import Conn
 from jobsvc.errors import Conflict, QuotaExceeded
 from jobsvc.model import DEFAULT_TENANT, Job
-from jobsvc.pgtrio import Plan, Statement, run_sync
 from jobsvc.queries import (
     ENQUEUE_ALONE_SQL,
     ENQUEUE_MANY_SQL,
@@ -116,8 +115,7 @@ def _row_params(new: NewResult) -> dict[str, object]:
 def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
     """Insert one result (no quota check); ``(job, created)``. ``created=False`` is an
     existing row, identical or not (`check_identical` judges): `enqueue_many` for one
-    result, with a statement that is cheaper to plan and run than its ``unnest``.
-    ``conn`` may be a cursor (the library's `jobsvc.enqueue` passes one)."""
+    result, with a statement that is cheaper to plan and run than its ``unnest``."""
     params = _row_params(new)
     # A conflicting insert committed after our snapshot is invisible to the second
     # half of the statement: run it again with a fresh snapshot (at most twice more).
@@ -126,20 +124,6 @@ def insert_one(conn: Conn, new: NewResult) -> tuple[Job, bool]:
         if row is not None:
             break
     else:  # pragma: no cover - needs three concurrent conflicting writers in a row
-        raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
-    inserted = bool(row.pop("inserted"))
-    return Job.from_row(row), inserted
-
-
-def _insert_one_plan(new: NewResult) -> Plan[tuple[Job, bool]]:  # pragma: no cover - see enqueue_alone_plan
-    """`insert_one` as a `Plan` (jobsvc.pgtrio)."""
-    params = _row_params(new)
-    for _ in range(3):
-        rows = yield Statement(ENQUEUE_SQL, params, dict_row, binary=False)
-        if rows:
-            row = rows[0]
-            break
-    else:
         raise Conflict(f"job {new.job_id} result {new.result_file!r} is being written concurrently")
     inserted = bool(row.pop("inserted"))
     return Job.from_row(row), inserted
@@ -269,12 +253,6 @@ def enqueue_alone(conn: Conn, new: NewResult, max_queued: int, *, announce: bool
     Answers what `enqueue_group` answers for ``[new]``; ``announced`` says whether the
     NOTIFYs were sent (a new row with ``announce``).
     """
-    return run_sync(conn, enqueue_alone_plan(new, max_queued, announce=announce))
-
-
-def enqueue_alone_plan(new: NewResult, max_queued: int, *, announce: bool) -> Plan[Placed]:
-    """`enqueue_alone` as a `Plan` (jobsvc.pgtrio), to run in a transaction from a thread
-    or from the trio thread."""
     params = {
         **_row_params(new),
         "cap": max_queued,
@@ -283,11 +261,9 @@ def enqueue_alone_plan(new: NewResult, max_queued: int, *, announce: bool) -> Pl
         "events_channel": EVENTS_CHANNEL,
     }
     if max_queued > 0:
-        yield Statement(
-            QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": new.tenant}, dict_row, binary=False
-        )
-    rows = yield Statement(ENQUEUE_ALONE_SQL, params, dict_row, binary=False)
-    row = rows[0]  # the count's one row
+        conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": new.tenant})
+    row = conn.execute(ENQUEUE_ALONE_SQL, params).fetchone()
+    assert row is not None  # the count's one row
     used = int(row.pop("quota_used"))
     inserted, announced = bool(row.pop("inserted")), bool(row.pop("announced"))
     key = (new.job_id, new.result_file)
@@ -300,9 +276,7 @@ def enqueue_alone_plan(new: NewResult, max_queued: int, *, announce: bool) -> Pl
     # Under the cap, yet neither inserted nor found: a concurrent writer committed the
     # key after this statement's snapshot. The lock still holds, so the tenant is still
     # under its cap: insert again with a fresh snapshot, as `enqueue` does.
-    return Placed(
-        {key: (yield from _insert_one_plan(new))}, []
-    )  # pragma: no cover - needs a concurrent writer
+    return Placed({key: insert_one(conn, new)}, [])  # pragma: no cover - needs a concurrent writer
 
 
 #: SQLSTATE classes that say the server or the link is in trouble (connection exception,

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psycopg.rows import dict_row
-
 from jobsvc.db import Conn
-from jobsvc.pgtrio import Plan, Statement
 from jobsvc.queries import NOTIFY_SQL
 
 WAKEUP_CHANNEL = "jobsvc_wakeup"
@@ -35,12 +32,9 @@ def parse_ids(payload: str) -> list[int]:
 
 def notify_ids(conn: Conn, channel: str, ids: Sequence[int]) -> None:
     """NOTIFY ``ids`` on ``channel``, `IDS_PER_NOTIFY` per payload."""
-    for payload in _payloads(ids):
+    for start in range(0, len(ids), IDS_PER_NOTIFY):
+        payload = ",".join(str(i) for i in ids[start : start + IDS_PER_NOTIFY])
         conn.execute(NOTIFY_SQL, {"channel": channel, "payload": payload})
-
-
-def _payloads(ids: Sequence[int]) -> list[str]:
-    return [",".join(str(i) for i in ids[s : s + IDS_PER_NOTIFY]) for s in range(0, len(ids), IDS_PER_NOTIFY)]
 
 
 def wake_workers(conn: Conn) -> None:
@@ -49,16 +43,7 @@ def wake_workers(conn: Conn) -> None:
 
 
 def announce(conn: Conn, ids: Sequence[int], wakeup: bool) -> None:
-    """One NOTIFY per channel for a burst of new rows (wakes workers, feeds events).
-    ``conn`` may be a cursor (the library's `jobsvc.enqueue` passes one)."""
+    """One NOTIFY per channel for a burst of new rows (wakes workers, feeds events)."""
     if wakeup:
         wake_workers(conn)
     notify_ids(conn, EVENTS_CHANNEL, ids)
-
-
-def announce_plan(ids: Sequence[int], wakeup: bool) -> Plan[None]:
-    """`announce` as a `Plan` (jobsvc.pgtrio)."""
-    if wakeup:
-        yield Statement(NOTIFY_SQL, {"channel": WAKEUP_CHANNEL, "payload": ""}, dict_row, binary=False)
-    for payload in _payloads(ids):
-        yield Statement(NOTIFY_SQL, {"channel": EVENTS_CHANNEL, "payload": payload}, dict_row, binary=False)
