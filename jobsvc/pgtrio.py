@@ -49,7 +49,8 @@ RV = TypeVar("RV")
 @dataclass(frozen=True, slots=True)
 class Statement:
     """One statement of a plan: its SQL (from jobsvc.queries), its parameters, how its
-    rows are made, and whether results come back in binary."""
+    rows are made, and whether results come back in binary. A plan receives its rows
+    (none for a command)."""
 
     sql: str
     params: Mapping[str, Any] | None
@@ -67,7 +68,8 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
         statement = next(plan)
         while True:
             with conn.cursor(row_factory=statement.row_factory, binary=statement.binary) as cursor:
-                rows = cursor.execute(statement.sql, statement.params).fetchall()
+                cursor.execute(statement.sql, statement.params)
+                rows = cursor.fetchall() if cursor.description is not None else []
             statement = plan.send(rows)
     except StopIteration as done:
         result: T = done.value
@@ -98,7 +100,8 @@ async def _run_shielded(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
                     cursor._execute_gen(statement.sql, statement.params, binary=statement.binary),
                     conn.pgconn.socket,
                 )
-                rows = cursor.fetchall()  # the results are already in: no I/O
+                # The results are already in: no I/O. A command has no rows.
+                rows = cursor.fetchall() if cursor.description is not None else []
             statement = plan.send(rows)
     except StopIteration as done:
         result: T = done.value

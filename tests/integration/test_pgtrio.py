@@ -83,6 +83,12 @@ async def test_a_plan_of_several_statements_gets_each_ones_rows(session: db.Sess
     assert await session.run_plan(plan()) == (41, 42)
 
 
+async def test_a_command_gives_no_rows_on_either_path(session: db.Session) -> None:
+    command = pgtrio.Statement("DO $$ BEGIN END $$", None, tuple_row, binary=False)
+    assert await session.run_plan(one(command)) == []
+    assert await session.run_statements(lambda c: pgtrio.run_sync(c, one(command))) == []
+
+
 async def test_a_large_parameter_is_sent_whole(session: db.Session) -> None:
     # More than the socket's buffer: psycopg waits for writable-or-readable meanwhile.
     text = "x" * 20_000_000
