@@ -6,7 +6,8 @@ connection, inside one transaction. Three shapes:
 
 - `Database`: a small pool for request-shaped work (API queries, the rescuer).
 - `Session`: one dedicated connection, for the worker's claims and finishes, because
-  the session advisory locks it takes belong to that connection.
+  the session advisory locks it takes belong to that connection. Its hot path (the
+  worker's cycle) is sent from the trio thread instead (`Session.run_plan`, jobsvc.pgtrio).
 - `Listener`: one autocommit connection that LISTENs, waiting on its socket with
   `trio.lowlevel.wait_readable` (no thread, no polling).
 
@@ -31,6 +32,7 @@ import psycopg_pool
 import trio
 from psycopg.rows import dict_row
 
+from jobsvc import pgtrio
 from jobsvc.errors import DatabaseUnavailable
 
 T = TypeVar("T")
@@ -236,6 +238,21 @@ class Session:
             raise DatabaseUnavailable("the worker's session is broken")
         async with self._lock:
             return await trio.to_thread.run_sync(hop)
+
+    async def run_plan(self, plan: pgtrio.Plan[T]) -> T:
+        """Run ``plan`` on the autocommit connection from the trio thread (`pgtrio.run`:
+        no thread hop), as `run_statements` would run it. Raises `DatabaseUnavailable`
+        when the link breaks. Cancelled before it starts, nothing is sent; once started,
+        its statements all run (`pgtrio.run`) and the cancellation comes after."""
+        if self.broken:
+            raise DatabaseUnavailable("the worker's session is broken")
+        async with self._lock:
+            try:
+                with translate_errors("lost the worker's session"):
+                    return await pgtrio.run(self._conn, plan)
+            except DatabaseUnavailable:
+                self.broken = True
+                raise
 
     async def close(self) -> None:
         with trio.CancelScope(shield=True):

@@ -12,8 +12,8 @@ One module per idea, all re-exported here (callers use ``queue.X``):
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
-- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`, `cycle`,
-  `cancel_requested`, `rescue`;
+- `claims` — the worker's side: `claim` (`TenantRing`), `finish`, `finish_and_claim`, `cycle`
+  (and `cycle_plan`, the same as statements to send from trio), `cancel_requested`, `rescue`;
 - `lifecycle` — `clean_batch` and `compact_counts` under `CLEAN_LOCK`;
 - `notify` — the channels (see its docstring), `notify_ids`, `parse_ids`, `announce`.
 """
@@ -26,6 +26,7 @@ from jobsvc.queue.claims import (
     cancel_requested,
     claim,
     cycle,
+    cycle_plan,
     finish,
     finish_and_claim,
     rescue,
@@ -114,6 +115,7 @@ __all__ = [
     "clean_batch",
     "compact_counts",
     "cycle",
+    "cycle_plan",
     "enqueue",
     "enqueue_alone",
     "enqueue_group",

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import Cursor
-from psycopg.rows import RowMaker
+from psycopg.rows import RowMaker, dict_row
 
 from jobsvc.db import Conn
 from jobsvc.model import Job, Status
+from jobsvc.pgtrio import Plan, Statement, run_sync
 from jobsvc.queries import (
     CANCEL_REQUESTED_SQL,
     CLAIM_SQL,
@@ -97,20 +98,26 @@ def claim(
     (moved on past the tenants served; None: from the first tenant), and lock each;
     also returns the seconds until the next not-yet-due row (None when there is none)
     when fewer than ``limit`` were due."""
+    return run_sync(conn, claim_plan(worker_id, limit, ring))
+
+
+def claim_plan(
+    worker_id: str, limit: int, ring: TenantRing | None = None
+) -> Plan[tuple[list[Job], float | None]]:
+    """`claim` as a `Plan` (jobsvc.pgtrio): its statements, to run from a thread or from trio."""
     params = {
         "limit": limit,
         "tenants": limit + CLAIM_SLACK,
         "after": "" if ring is None else ring.after,
         "worker_id": worker_id,
     }
-    with conn.cursor(row_factory=_claimed_rows, binary=True) as cursor:
-        rows = cursor.execute(CLAIM_SQL, params).fetchall()
-    return _claimed(conn, rows, limit, ring)
+    rows = yield Statement(CLAIM_SQL, params, _claimed_rows)
+    return (yield from _claimed(rows, limit, ring))
 
 
 def _claimed(
-    conn: Conn, rows: list[tuple[Job, tuple[int, int, int]]], limit: int, ring: TenantRing | None
-) -> tuple[list[Job], float | None]:
+    rows: list[tuple[Job, tuple[int, int, int]]], limit: int, ring: TenantRing | None
+) -> Plan[tuple[list[Job], float | None]]:
     """A claim's rows in the claim's order, the ring moved on, and the next-due seconds."""
     # In the claim's order: each tenant's first row, then each one's second, ...
     rows.sort(key=lambda r: r[1])
@@ -119,9 +126,9 @@ def _claimed(
     jobs = [job for job, _ in rows]
     next_due = None
     if len(jobs) < limit:
-        due = conn.execute(NEXT_DUE_SQL).fetchone()
-        if due is not None and due["seconds"] is not None:
-            next_due = max(0.0, float(due["seconds"]))
+        due = yield Statement(NEXT_DUE_SQL, None, dict_row, binary=False)
+        if due and due[0]["seconds"] is not None:
+            next_due = max(0.0, float(due[0]["seconds"]))
     return jobs, next_due
 
 
@@ -186,16 +193,46 @@ def cycle(
     `finish_and_claim` in an explicit transaction. Either way all of it or none of it
     is committed, and the claim's advisory locks are taken in its own transaction.
     """
+    plan = cycle_plan(worker_id, outcomes, limit, ring, policy)
+    if plan is None:
+        with conn.transaction():
+            return finish_and_claim(conn, worker_id, outcomes, limit, ring, policy)
+    return run_sync(conn, plan)
+
+
+def cycle_plan(
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+    limit: int,
+    ring: TenantRing | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> Plan[tuple[list[Job], list[Job], float | None]] | None:
+    """`cycle` as a `Plan` for an autocommit connection (jobsvc.pgtrio), or None when an
+    outcome needs its row read first: then the cycle is `finish_and_claim` in a
+    transaction (`cycle` runs it so)."""
     if not outcomes:
-        return [], *claim(conn, worker_id, limit, ring)
+        return _claim_only(worker_id, limit, ring)
     decided: list[tuple[int, Status, str | None]] = []
     for outcome in outcomes:
         final = policy.final(outcome)
         if final is None:
-            with conn.transaction():
-                return finish_and_claim(conn, worker_id, outcomes, limit, ring, policy)
+            return None
         decided.append((outcome.id, *final))
     decided.sort(key=lambda d: d[0])  # id order: the order CYCLE_SQL locks the rows in
+    return _cycle_statement(worker_id, decided, limit, ring)
+
+
+def _claim_only(
+    worker_id: str, limit: int, ring: TenantRing | None
+) -> Plan[tuple[list[Job], list[Job], float | None]]:
+    claimed, next_due = yield from claim_plan(worker_id, limit, ring)
+    return [], claimed, next_due
+
+
+def _cycle_statement(
+    worker_id: str, decided: list[tuple[int, Status, str | None]], limit: int, ring: TenantRing | None
+) -> Plan[tuple[list[Job], list[Job], float | None]]:
+    """CYCLE_SQL for final outcomes ``decided`` (in id order), then what the claim needs."""
     params = {
         "ids": [row_id for row_id, _, _ in decided],
         "statuses": [status.value for _, status, _ in decided],
@@ -205,17 +242,17 @@ def cycle(
         "after": "" if ring is None else ring.after,
         "worker_id": worker_id,
     }
-    with conn.cursor(row_factory=_cycle_rows, binary=True) as cursor:
-        rows = cursor.execute(CYCLE_SQL, params).fetchall()
+    rows: list[tuple[Job, bool, tuple[int, int, int]]] = yield Statement(CYCLE_SQL, params, _cycle_rows)
     written = [job for job, claimed_row, _ in rows if not claimed_row]
     if len(written) < len(decided):
         # Rows no longer this worker's were not written, nor unlocked by the statement:
         # release whatever lock this session may still hold on them, as `finish` does.
         done = {job.id for job in written}
-        conn.execute(UNLOCK_SQL, {"ids": [row_id for row_id, _, _ in decided if row_id not in done]})
+        unlock = {"ids": [row_id for row_id, _, _ in decided if row_id not in done]}
+        yield Statement(UNLOCK_SQL, unlock, dict_row, binary=False)
     if limit <= 0:
         return written, [], None
-    claimed, next_due = _claimed(conn, [(job, ring_at) for job, c, ring_at in rows if c], limit, ring)
+    claimed, next_due = yield from _claimed([(job, ring_at) for job, c, ring_at in rows if c], limit, ring)
     return written, claimed, next_due
 
 

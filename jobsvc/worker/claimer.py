@@ -30,7 +30,8 @@ class Claimer:
 
     A cycle is one `StoreSession.finish_and_claim`: the jobs whose outcomes it records
     free their slots in the same call, so the claim counts them as free. The serial
-    chain finish → claim costs one thread hop and one commit per cycle, not two.
+    chain finish → claim costs one round trip and one commit per cycle in the common
+    case, sent from the trio thread (`jobsvc.pgtrio`: no thread hop).
     """
 
     def __init__(self, executor: Executor, concurrency: int, metrics: Metrics) -> None:

@@ -51,7 +51,12 @@ class PostgresSession:
     async def finish_and_claim(
         self, outcomes: Sequence[Outcome], policy: RetryPolicy, limit: int
     ) -> tuple[list[Job], list[Job], float | None]:
-        # One statement in the common case (`queue.cycle`), on the session's autocommit link.
+        # One statement in the common case (`queue.cycle`), on the session's autocommit link,
+        # sent from the trio thread (no thread hop: the pickup's claim leaves at once).
+        plan = queue.cycle_plan(self._worker_id, list(outcomes), limit, self._ring, policy)
+        if plan is not None:
+            return await self._session.run_plan(plan)
+        # An outcome that needs its row read first: the transaction, in a thread.
         cycle = partial(queue.cycle, worker_id=self._worker_id, limit=limit, ring=self._ring, policy=policy)
         return await self._session.run_statements(partial(cycle, outcomes=list(outcomes)))
 

@@ -19,7 +19,8 @@ The contract both keep:
 - `Store.listen` yields `Wakeup` and `CancelRequested` signals until the link
   breaks (then it raises `DatabaseUnavailable`); signals sent while nobody
   listened are lost, which the worker makes up for (docs/ARCHITECTURE.md).
-- A call that has started is not cancelled halfway (a thread hop cannot be): a
+- A call that has started is not cancelled halfway (a thread hop cannot be, a
+  statement sent from trio is shielded): a
   cancelled caller sees the cancellation at its next checkpoint.
 """
 
