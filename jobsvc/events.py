@@ -347,6 +347,8 @@ class Broadcaster:
                 self.received += 1
                 self._pending.update(queue.parse_ids(notification.payload))
                 self._wake.set()
+            if self.delivering and not self._subscribers and quiet_since is None:
+                continue  # the last subscriber left during the LISTEN or the catch-up
             deadline = math.inf if quiet_since is None else quiet_since + self._linger
             with trio.CancelScope(deadline=deadline) as self._poke:
                 await listener.wait_readable()
