@@ -391,3 +391,24 @@ async def test_broadcaster_drops_only_the_full_subscriber() -> None:
     assert [j.id for j in sleeper.receive.receive_nowait()] == [1]
     with pytest.raises(trio.EndOfChannel):
         sleeper.receive.receive_nowait()
+
+
+async def test_a_stream_opened_while_the_database_is_down_says_connected_without_waiting() -> None:
+    # Nothing answers on port 1: the events connection stays down. The stream must not hang
+    # (its client would see nothing at all); it goes on live, and is caught up once it is back.
+    hub = Broadcaster(cast(Database, None), "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run)
+        with trio.fail_after(10):
+            await hub.first_attempt.wait()
+        assert not hub.connected
+
+        async def no_snapshot(jid: uuid.UUID) -> list[Job]:
+            return []
+
+        stream = event_stream(hub, job_id=uuid.uuid4(), last_event_id=None, snapshot=no_snapshot)
+        with trio.fail_after(1):
+            assert await stream.__anext__() == b"retry: 2000\n: connected\n\n"
+        assert hub.subscriber_count == 1 and not hub.delivering
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
