@@ -24,10 +24,11 @@ What a subscriber sees: a stream says ``: connected`` once the LISTEN is in effe
 (the first subscriber waits for it), so every change committed after that reaches
 it, and a jobId stream reads its snapshot only then. Events carry a row's state
 *when it was read*, so two changes of the same row in quick succession may arrive
-as one event with the later state; events of one row are never out of order and never repeated (the
-event id ``<rowId>-<updatedAtMs>`` only grows). Notifications sent while the
-connection is down or reconnecting are lost for unfiltered live streams (a stream
-opened meanwhile says ``: connected`` at once, without the LISTEN); a stream filtered
+as one event with the later state; events of one row are never out of order and
+never repeated (the event id ``<rowId>-<updatedAtMs>`` only grows). Notifications
+sent while the connection is down or reconnecting are lost for unfiltered live
+streams (a stream opened meanwhile says ``: connected`` without the LISTEN, as does
+one whose LISTEN takes longer than `LISTEN_WAIT`); a stream filtered
 on a ``jobId`` starts with a snapshot of that job's rows, so reconnecting (with or
 without ``Last-Event-ID``) catches up on the job's current state, and an open
 filtered stream is caught up the same way when the listener is back.
@@ -62,6 +63,10 @@ _REMEMBERED_ROWS = 10_000
 #: Seconds the broadcaster keeps LISTENing after its last subscriber left: longer than
 #: the streams' ``retry: 2000``, so a client that reconnects finds it still LISTENing.
 DEFAULT_LINGER = 5.0
+
+#: Seconds a new stream waits for the LISTEN (a round trip, unless PostgreSQL hangs:
+#: then the stream starts without it and is caught up like one opened while it was down).
+LISTEN_WAIT = 5.0
 
 
 class Announcer:
@@ -230,14 +235,14 @@ class Broadcaster:
         """Wait until the LISTEN is in effect for the subscribers registered so far: every
         change committed after this returns reaches them. Returns at once while the
         connection is down (those changes are caught up for jobId streams once it is back:
-        the module docstring) or after `end_streams`. Cancellable."""
-        while not self.delivering:
-            if not self.connected or self._ended or not self._subscribers:
-                if self._subscribers:
-                    self._behind = True
-                await trio.lowlevel.checkpoint()
-                return
-            await self._lot.park()
+        the module docstring), after `LISTEN_WAIT` seconds the same way, or after
+        `end_streams`. Cancellable."""
+        with trio.move_on_after(LISTEN_WAIT):
+            while not self.delivering and self.connected and not self._ended and self._subscribers:
+                await self._lot.park()
+        if self._subscribers and not self.delivering:
+            self._behind = True  # it goes on without the LISTEN: caught up at the next one
+        await trio.lowlevel.checkpoint()
 
     def end_streams(self) -> None:
         """End every stream, now and from now on (at shutdown: SSE clients must not hold
@@ -403,8 +408,9 @@ async def event_stream(
     snapshot: Callable[[uuid.UUID], Awaitable[list[Job]]],
     heartbeat: float = 15.0,
 ) -> AsyncIterator[bytes]:
-    """One SSE stream: a ``: connected`` comment once subscribed (the LISTEN in effect), then ``job`` events,
-    and a ``: heartbeat`` comment after each ``heartbeat`` seconds of silence.
+    """One SSE stream: a ``: connected`` comment once subscribed (the LISTEN in effect),
+    then ``job`` events, and a ``: heartbeat`` comment after each ``heartbeat`` seconds
+    of silence.
 
     With ``job_id``, the stream starts with the current state of that job's rows
     (except a row whose state is exactly ``last_event_id``, which the client has).
