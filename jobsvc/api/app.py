@@ -40,6 +40,7 @@ from jobsvc.errors import (
     UnsupportedMedia,
     quoted,
 )
+from jobsvc.events import DEFAULT_LINGER
 from jobsvc.metrics import Metrics
 from jobsvc.schemas import error_sentence
 
@@ -75,6 +76,7 @@ def create_app(
     *,
     heartbeat: float = 15.0,
     subscriber_buffer: int = 256,
+    events_linger: float = DEFAULT_LINGER,
     notify_window: float = 0.002,
     storage_check_timeout: float = 2.0,
     metrics: Metrics | None = None,
@@ -85,7 +87,8 @@ def create_app(
     """The API app. ``metrics``: the process's registry when a worker in the same process
     shares it (`jobsvc dev`); else the app makes its own. ``heartbeat`` (seconds between
     SSE comments), ``subscriber_buffer`` (event batches a subscriber may lag before it is
-    dropped), ``notify_window`` (seconds between coalesced wake-ups),
+    dropped), ``events_linger`` (seconds the events LISTEN outlives the last stream),
+    ``notify_window`` (seconds between coalesced wake-ups),
     ``storage_check_timeout`` (how long ``/readyz`` waits for the storage),
     ``key_cache_seconds`` (how long a key lookup is trusted: the bound on a revocation
     taking effect), ``key_flush_interval`` (seconds between last-used writes) and
@@ -100,6 +103,7 @@ def create_app(
     options = {
         "heartbeat": heartbeat,
         "subscriber_buffer": subscriber_buffer,
+        "events_linger": events_linger,
         "notify_window": notify_window,
         "storage_check_timeout": storage_check_timeout,
         "key_cache_seconds": key_cache_seconds,

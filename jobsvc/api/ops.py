@@ -61,7 +61,7 @@ async def readyz() -> Response:
     checks = {**database, **storage}
     for name, health in svc.tasks.items():
         checks[f"task:{name}"] = "ok" if health.alive else f"dead: {health.last_error}"
-    checks["events"] = "ok" if svc.broadcaster.listening else "not listening"
+    checks["events"] = "ok" if svc.broadcaster.connected else "not listening"
     failed = [f"{name} {state}" for name, state in checks.items() if state != "ok"]
     if failed:
         return json_response(

@@ -26,7 +26,7 @@ from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
 from jobsvc.errors import JobsvcError
-from jobsvc.events import Announcer, Broadcaster
+from jobsvc.events import DEFAULT_LINGER, Announcer, Broadcaster
 from jobsvc.fetch import Fetcher
 from jobsvc.metrics import Metrics
 from jobsvc.storage import Storage, storage_from_settings
@@ -175,7 +175,12 @@ async def serve(
                 fetcher=fetcher,
                 storage=storage,
                 announcer=announcer,
-                broadcaster=Broadcaster(database, url, buffer=int(options["subscriber_buffer"])),
+                broadcaster=Broadcaster(
+                    database,
+                    url,
+                    buffer=int(options["subscriber_buffer"]),
+                    linger=options.get("events_linger", DEFAULT_LINGER),
+                ),
                 storage_check=StorageCheck(storage, nursery, options["storage_check_timeout"]),
                 heartbeat=options["heartbeat"],
                 metrics=metrics,
@@ -203,7 +208,7 @@ async def serve(
                 services.tasks[name] = TaskHealth()
                 nursery.start_soon(supervise, name, fn, services.tasks[name])
             # Subscribers that connect right after start-up must not miss events:
-            # wait (briefly, PostgreSQL may be down) for the first LISTEN attempt.
+            # wait (briefly, PostgreSQL may be down) for the events connection's first attempt.
             with trio.move_on_after(settings.connect_timeout):
                 await services.broadcaster.first_attempt.wait()
             task_status.started(services)

@@ -20,9 +20,9 @@ import trio.testing
 
 from jobsvc import queue
 from jobsvc.api import end_event_streams
-from jobsvc.db import Database
+from jobsvc.db import Database, Listener
 from jobsvc.errors import DatabaseUnavailable
-from jobsvc.events import Announcer, Broadcaster
+from jobsvc.events import Announcer, Broadcaster, event_stream
 from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView
@@ -133,19 +133,116 @@ async def test_unfiltered_subscriber_sees_every_job(api: Api) -> None:
         assert seen == jobs
 
 
-async def test_no_row_reads_while_nobody_subscribes(api: Api) -> None:
-    # Reading the announced rows for nobody cost every enqueue a second transaction.
+@asynccontextmanager
+async def own_listener(api: Api) -> AsyncIterator[Listener]:
+    """The test's own LISTEN on the events channel: proof that a notification was sent."""
+    listener = await Listener.open(api.settings.require_database_url(), [queue.EVENTS_CHANNEL])
+    async with listener:
+        yield listener
+
+
+async def next_notification(listener: Listener) -> str:
+    with trio.fail_after(5):
+        async for notification in listener:
+            return notification.payload
+    raise AssertionError("the LISTEN connection ended")
+
+
+async def test_no_notification_is_read_while_nobody_subscribes(api: Api) -> None:
+    # Draining our own enqueues' NOTIFYs for nobody cost 5.7 % of the API's trio thread
+    # (issue 14): the events connection is open (readyz) but LISTENs only for subscribers.
     hub = broadcaster(api)
-    await api.enqueue(job_id=str(uuid.uuid4()))
-    await until(lambda: hub.received >= 1, timeout=5)  # the announcer's NOTIFY has arrived
-    await trio.testing.wait_all_tasks_blocked()  # and the row reader has had its turn
-    assert hub.reads == 0
+    async with own_listener(api) as witness:
+        await api.enqueue(job_id=str(uuid.uuid4()))
+        await next_notification(witness)  # sent, and delivered to whoever listened
+    await trio.testing.wait_all_tasks_blocked()
+    assert (hub.received, hub.reads, hub.listens) == (0, 0, 0)
+    assert hub.connected and not hub.delivering
+    ready = await api.client.get("/readyz")
+    assert ready.status_code == 200 and (await ready.get_json())["checks"]["events"] == "ok"
+
     async with subscribe(api) as stream:
+        assert hub.delivering and hub.listens == 1
         job_id = str(uuid.uuid4())
         await api.enqueue(job_id=job_id)
         with trio.fail_after(5):
             assert (await stream.next_event())["jobId"] == job_id
-    assert hub.reads >= 1
+    assert hub.received >= 1 and hub.reads >= 1
+
+
+async def test_first_subscriber_gets_the_change_committed_right_after_connected(api: Api, conn: Conn) -> None:
+    # Nobody listens when the stream opens: its ": connected" must wait for the LISTEN.
+    job_id = str(uuid.uuid4())
+    await api.enqueue(job_id=job_id)
+    assert not broadcaster(api).delivering
+    async with subscribe(api) as stream:
+        assert broadcaster(api).delivering  # ": connected" came once the LISTEN was in effect
+        # Committed from the test's own thread, blocking: the app runs nothing in between.
+        with conn.transaction():
+            queue.claim(conn, "w1", 1)
+        with trio.fail_after(5):
+            event = await stream.next_event()
+        assert (event["jobId"], event["status"]) == (job_id, "Processing")
+
+
+async def test_the_listen_ends_after_the_last_subscriber_and_comes_back_for_the_next(
+    open_api: OpenApi, conn: Conn
+) -> None:
+    async with open_api(app_options={"events_linger": 0}) as api:
+        hub = broadcaster(api)
+        async with subscribe(api):
+            pass
+        await until(lambda: not hub.delivering, timeout=5)
+        received = hub.received
+        job_id = str(uuid.uuid4())
+        async with own_listener(api) as witness:
+            await api.enqueue(job_id=job_id)
+            await next_notification(witness)
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.received == received and hub.connected
+
+        # A jobId stream opened now: the snapshot (read once the LISTEN is back), then live.
+        async with subscribe(api, f"?jobId={job_id}") as stream:
+            assert hub.listens == 2
+            with trio.fail_after(5):
+                assert (await stream.next_event())["status"] == "Queued"
+            await in_thread(conn, lambda c: queue.claim(c, "w1", 1))
+            with trio.fail_after(5):
+                assert (await stream.next_event())["status"] == "Processing"
+
+
+async def test_a_reconnecting_client_within_the_linger_finds_the_listen_in_place(open_api: OpenApi) -> None:
+    async with open_api(app_options={"events_linger": 60}) as api:
+        hub = broadcaster(api)
+        async with subscribe(api):
+            pass
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.delivering and hub.subscriber_count == 0
+        async with subscribe(api) as stream:
+            job_id = str(uuid.uuid4())
+            await api.enqueue(job_id=job_id)
+            with trio.fail_after(5):
+                assert (await stream.next_event())["jobId"] == job_id
+        assert hub.listens == 1
+
+
+async def test_a_job_streams_snapshot_is_read_once_the_listen_is_in_effect(api: Api) -> None:
+    hub = broadcaster(api)
+    job_id = str(uuid.uuid4())
+    await api.enqueue(job_id=job_id)
+    delivering_at_snapshot: list[bool] = []
+
+    async def snapshot(jid: uuid.UUID) -> list[Job]:
+        delivering_at_snapshot.append(hub.delivering)
+        return await api.services.run(lambda c: queue.get_job(c, jid))
+
+    stream = event_stream(hub, job_id=uuid.UUID(job_id), last_event_id=None, snapshot=snapshot)
+    with trio.fail_after(5):
+        assert await stream.__anext__() == b"retry: 2000\n: connected\n\n"
+        assert b'"status":"Queued"' in await stream.__anext__()
+    await stream.aclose()
+    assert delivering_at_snapshot == [True]
+    assert hub.subscriber_count == 0
 
 
 async def test_a_subscriber_that_stops_reading_is_dropped_while_others_keep_receiving(
@@ -294,3 +391,24 @@ async def test_broadcaster_drops_only_the_full_subscriber() -> None:
     assert [j.id for j in sleeper.receive.receive_nowait()] == [1]
     with pytest.raises(trio.EndOfChannel):
         sleeper.receive.receive_nowait()
+
+
+async def test_a_stream_opened_while_the_database_is_down_says_connected_without_waiting() -> None:
+    # Nothing answers on port 1: the events connection stays down. The stream must not hang
+    # (its client would see nothing at all); it goes on live, and is caught up once it is back.
+    hub = Broadcaster(cast(Database, None), "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run)
+        with trio.fail_after(10):
+            await hub.first_attempt.wait()
+        assert not hub.connected
+
+        async def no_snapshot(jid: uuid.UUID) -> list[Job]:
+            return []
+
+        stream = event_stream(hub, job_id=uuid.uuid4(), last_event_id=None, snapshot=no_snapshot)
+        with trio.fail_after(1):
+            assert await stream.__anext__() == b"retry: 2000\n: connected\n\n"
+        assert hub.subscriber_count == 1 and not hub.delivering
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
