@@ -97,34 +97,49 @@ SELECT found.*, used.n AS quota_used FROM used LEFT JOIN found ON true
 # Batch enqueue: ENQUEUE_SQL for many rows in one statement, inserted in input order
 # (so their ids are). The arrays go in binary (%(…)b): dumping 8 arrays of 1,000 values
 # as text took 10-16 ms of the API's CPU per 1,000-item batch, binary 3-5 ms (issue 14,
-# round 3). Keys are unique in the input (the caller judges in-batch
-# duplicates). Every row comes back with ``key_file``, the result file of the input
-# it answers. Rows that exist come back with inserted = false: the row at that key,
-# or another tenant's row of that jobId (jobIds are unique across tenants: nothing
-# is inserted then). A key in neither half was committed by a concurrent writer
-# after this statement's snapshot.
+# round 3). Keys are unique in the input (the caller judges in-batch duplicates). Every
+# row comes back with ``key_file``, the result file of the input it answers. Rows that
+# exist come back with inserted = false: the row at that key, or another tenant's row of
+# that jobId (jobIds are unique across tenants: nothing is inserted then). A key in
+# neither half was committed by a concurrent writer after this statement's snapshot.
+#
+# ``found`` looks each input up ONCE, by one probe of (job_id, result_file)'s index on its
+# job_id: the row that refuses the insert, if any (another tenant's first, else the one
+# at the key). The insert takes the inputs not found, and the rows found are the answer
+# for the rest. It used to look twice (a cross-tenant NOT EXISTS, then the existing
+# rows), and PostgreSQL planned the NOT EXISTS as a hash anti join over a sequential
+# scan of the whole table until the table grew past ~10^5 rows: 11 of the statement's
+# 25 ms at 42,000 rows (issue 14, round 4, bench/README.md "Round 4: the batch
+# endpoint"). The LATERAL ... LIMIT 1 cannot be flattened into a join, so the lookup
+# stays one index probe per input whatever the table's size. ON CONFLICT still guards
+# the key against a concurrent writer.
 ENQUEUE_MANY_SQL = """
 WITH input AS (
     SELECT * FROM unnest(%(job_ids)b::uuid[], %(result_files)b::text[], %(types)b::text[],
                          %(img_urls)b::text[], %(priorities)b::smallint[], %(run_ats)b::timestamptz[],
                          %(max_attempts)b::int[], %(tenants)b::text[]) WITH ORDINALITY
         AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant, n)
+), found AS MATERIALIZED (
+    SELECT i.n, i.result_file AS key_file, f.row
+    FROM input i
+    CROSS JOIN LATERAL (
+        SELECT r AS row FROM jobsvc_results r
+        WHERE r.job_id = i.job_id AND (r.result_file = i.result_file OR r.tenant <> i.tenant)
+        ORDER BY r.tenant <> i.tenant DESC
+        LIMIT 1
+    ) f
 ), ins AS (
     INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
     SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts, tenant
     FROM input i
-    WHERE NOT EXISTS (SELECT FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant)
+    WHERE NOT EXISTS (SELECT FROM found WHERE found.n = i.n)
     ORDER BY n
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
 )
 SELECT *, true AS inserted, result_file AS key_file FROM ins
 UNION ALL
-(SELECT DISTINCT ON (i.n) r.*, false AS inserted, i.result_file AS key_file
- FROM input i JOIN jobsvc_results r
-   ON r.job_id = i.job_id AND (r.result_file = i.result_file OR r.tenant <> i.tenant)
- WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
- ORDER BY i.n, r.tenant <> i.tenant DESC)
+SELECT (row).*, false AS inserted, key_file FROM found
 """
 # Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
 EXISTING_KEYS_SQL = """
