@@ -103,43 +103,50 @@ SELECT found.*, used.n AS quota_used FROM used LEFT JOIN found ON true
 # that jobId (jobIds are unique across tenants: nothing is inserted then). A key in
 # neither half was committed by a concurrent writer after this statement's snapshot.
 #
-# ``found`` looks each input up ONCE, by one probe of (job_id, result_file)'s index on its
-# job_id: the row that refuses the insert, if any (another tenant's first, else the one
-# at the key). The insert takes the inputs not found, and the rows found are the answer
-# for the rest. It used to look twice (a cross-tenant NOT EXISTS, then the existing
-# rows), and PostgreSQL planned the NOT EXISTS as a hash anti join over a sequential
-# scan of the whole table until the table grew past ~10^5 rows: 11 of the statement's
-# 25 ms at 42,000 rows (issue 14, round 4, bench/README.md "Round 4: the batch
-# endpoint"). The LATERAL ... LIMIT 1 cannot be flattened into a join, so the lookup
-# stays one index probe per input whatever the table's size. ON CONFLICT still guards
-# the key against a concurrent writer.
+# Every lookup is a LATERAL ... LIMIT 1, which PostgreSQL cannot flatten into a join: one
+# index probe per input, whatever the table's size and statistics. As a NOT EXISTS, the
+# cross-tenant check was planned as a hash anti join over a sequential scan of the whole
+# table until it held ~10^5 rows (11 of the statement's 25 ms at 42,000 rows), and a
+# lookup that sorts its probe's rows was estimated so dear on fresh statistics that the
+# plan crossed jit_above_cost (+10-20 ms of JIT compilation per batch): issue 14, round
+# 4, bench/README.md "Round 4: the batch endpoint". A new input costs the cross-tenant
+# probe and ON CONFLICT's; only when some input was not inserted are the inputs looked
+# up again (``existing``: another tenant's row of the jobId first, else the row at the key).
 ENQUEUE_MANY_SQL = """
 WITH input AS (
     SELECT * FROM unnest(%(job_ids)b::uuid[], %(result_files)b::text[], %(types)b::text[],
                          %(img_urls)b::text[], %(priorities)b::smallint[], %(run_ats)b::timestamptz[],
                          %(max_attempts)b::int[], %(tenants)b::text[]) WITH ORDINALITY
         AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant, n)
-), found AS MATERIALIZED (
-    SELECT i.n, i.result_file AS key_file, f.row
-    FROM input i
-    CROSS JOIN LATERAL (
-        SELECT r AS row FROM jobsvc_results r
-        WHERE r.job_id = i.job_id AND (r.result_file = i.result_file OR r.tenant <> i.tenant)
-        ORDER BY r.tenant <> i.tenant DESC
-        LIMIT 1
-    ) f
 ), ins AS (
     INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
-    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts, tenant
+    SELECT i.job_id, i.result_file, i.type, i.img_url, i.priority, coalesce(i.run_at, now()), i.max_attempts,
+           i.tenant
     FROM input i
-    WHERE NOT EXISTS (SELECT FROM found WHERE found.n = i.n)
-    ORDER BY n
+    LEFT JOIN LATERAL (
+        SELECT r.id FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant LIMIT 1
+    ) other ON true
+    WHERE other.id IS NULL
+    ORDER BY i.n
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
+), existing AS MATERIALIZED (
+    SELECT CASE WHEN other.id IS NULL THEN mine.row ELSE other.row END AS row, i.result_file AS key_file
+    FROM input i
+    LEFT JOIN LATERAL (
+        SELECT r.id, r AS row FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant LIMIT 1
+    ) other ON true
+    LEFT JOIN LATERAL (
+        SELECT r.id, r AS row FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.result_file = i.result_file
+    ) mine ON true
+    -- Evaluated once, before any probe: nothing to look up when every input was inserted.
+    -- (A row found here was not inserted: the insert saw it in the same snapshot.)
+    WHERE (SELECT count(*) FROM ins) < (SELECT count(*) FROM input)
+      AND coalesce(other.id, mine.id) IS NOT NULL
 )
 SELECT *, true AS inserted, result_file AS key_file FROM ins
 UNION ALL
-SELECT (row).*, false AS inserted, key_file FROM found
+SELECT (row).*, false AS inserted, key_file FROM existing
 """
 # Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
 EXISTING_KEYS_SQL = """
