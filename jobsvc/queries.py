@@ -138,7 +138,7 @@ WITH input AS (
     ) other ON true
     LEFT JOIN LATERAL (
         SELECT r.id, r AS row FROM jobsvc_results r
-        WHERE r.job_id = i.job_id AND r.result_file = i.result_file
+        WHERE r.job_id = i.job_id AND r.result_file = i.result_file LIMIT 1
     ) mine ON true
     -- Evaluated once, before any probe: nothing to look up when every input was inserted.
     -- (A row found here was not inserted: the insert saw it in the same snapshot.)
