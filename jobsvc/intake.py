@@ -4,7 +4,7 @@
 transactional `jobsvc.enqueue` all come through here, so a job is named and
 refused by the same rules wherever it enters: the `EnqueueRequest` model (types
 and ranges, with the API's error sentences), then `jobsvc.model`'s
-`parse_job_id`, `check_image_url` and `result_file_from_url`.
+`parse_job_id` and `image_url_and_file` (`check_image_url` and `result_file_from_url`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from jobsvc.errors import InvalidRequest
-from jobsvc.model import DEFAULT_TENANT, check_image_url, parse_job_id, result_file_from_url
+from jobsvc.model import DEFAULT_TENANT, image_url_and_file, parse_job_id
 from jobsvc.queue import NewResult
 from jobsvc.schemas import EnqueueRequest, error_sentence
 
@@ -35,13 +35,13 @@ def new_result(req: EnqueueRequest, default_max_attempts: int, tenant: str = DEF
     job_id = parse_job_id(req.job_id)
     if not req.type.isprintable():
         raise InvalidRequest("type must not contain control characters")
-    img_url = check_image_url(req.img_url)
+    img_url, result_file = image_url_and_file(req.img_url)
     run_at = None
     if req.run_at is not None:
         run_at = datetime.fromtimestamp(req.run_at / 1000, UTC)
     return NewResult(
         job_id=job_id,
-        result_file=result_file_from_url(img_url),
+        result_file=result_file,
         type=req.type,
         img_url=img_url,
         priority=req.priority if req.priority is not None else 0,

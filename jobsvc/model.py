@@ -148,7 +148,10 @@ def result_file_from_url(url: str) -> str:
     """
     # A URL of the plain shape: its path is the regex's group, as urlsplit would split it.
     plain = _PLAIN_URL.fullmatch(url)
-    path = urlsplit(url).path if plain is None else plain["path"] or ""
+    return _file_from_path(urlsplit(url).path if plain is None else plain["path"] or "")
+
+
+def _file_from_path(path: str) -> str:
     segment = path.rsplit("/", 1)[-1]
     try:
         name = unquote(segment, encoding="utf-8", errors="strict")
@@ -180,6 +183,22 @@ def check_image_url(url: str) -> str:
     # The common case, accepted without parsing: the fast path only ever accepts; any
     # URL it does not recognise, good or bad, takes the thorough path (same verdicts,
     # same sentences). SSRF rules are not here: they apply to addresses, when fetching.
+    return url if _plain_image_url(url) is not None else _check_image_url_thoroughly(url)
+
+
+def image_url_and_file(url: str) -> tuple[str, str]:
+    """`check_image_url` and `result_file_from_url` of ``url`` at once (same verdicts, same
+    sentences): a plain URL is matched once instead of once per check, ~1 µs of an
+    enqueue's judgement, which a batch makes up to 1,000 times per request."""
+    plain = _plain_image_url(url)
+    if plain is None:
+        url = _check_image_url_thoroughly(url)
+        return url, result_file_from_url(url)
+    return url, _file_from_path(plain["path"] or "")
+
+
+def _plain_image_url(url: str) -> re.Match[str] | None:
+    """``url``'s `_PLAIN_URL` match when it passes every check of `check_image_url`."""
     if len(url) <= MAX_URL_LENGTH and (plain := _PLAIN_URL.fullmatch(url)) is not None:
         host, port = plain["host"], plain["port"]
         if (
@@ -187,8 +206,8 @@ def check_image_url(url: str) -> str:
             and "xn--" not in host.lower()
             and (port is None or int(port) <= 65535)
         ):
-            return url
-    return _check_image_url_thoroughly(url)
+            return plain
+    return None
 
 
 def _check_image_url_thoroughly(url: str) -> str:

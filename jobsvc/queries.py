@@ -97,12 +97,21 @@ SELECT found.*, used.n AS quota_used FROM used LEFT JOIN found ON true
 # Batch enqueue: ENQUEUE_SQL for many rows in one statement, inserted in input order
 # (so their ids are). The arrays go in binary (%(…)b): dumping 8 arrays of 1,000 values
 # as text took 10-16 ms of the API's CPU per 1,000-item batch, binary 3-5 ms (issue 14,
-# round 3). Keys are unique in the input (the caller judges in-batch
-# duplicates). Every row comes back with ``key_file``, the result file of the input
-# it answers. Rows that exist come back with inserted = false: the row at that key,
-# or another tenant's row of that jobId (jobIds are unique across tenants: nothing
-# is inserted then). A key in neither half was committed by a concurrent writer
-# after this statement's snapshot.
+# round 3). Keys are unique in the input (the caller judges in-batch duplicates). Every
+# row comes back with ``key_file``, the result file of the input it answers. Rows that
+# exist come back with inserted = false: the row at that key, or another tenant's row of
+# that jobId (jobIds are unique across tenants: nothing is inserted then). A key in
+# neither half was committed by a concurrent writer after this statement's snapshot.
+#
+# Every lookup is a LATERAL ... LIMIT 1, which PostgreSQL cannot flatten into a join: one
+# index probe per input, whatever the table's size and statistics. As a NOT EXISTS, the
+# cross-tenant check was planned as a hash anti join over a sequential scan of the whole
+# table until it held ~10^5 rows (11 of the statement's 25 ms at 42,000 rows), and a
+# lookup that sorts its probe's rows was estimated so dear on fresh statistics that the
+# plan crossed jit_above_cost (+10-20 ms of JIT compilation per batch): issue 14, round
+# 4, bench/README.md "Round 4: the batch endpoint". A new input costs the cross-tenant
+# probe and ON CONFLICT's; only when some input was not inserted are the inputs looked
+# up again (``existing``: another tenant's row of the jobId first, else the row at the key).
 ENQUEUE_MANY_SQL = """
 WITH input AS (
     SELECT * FROM unnest(%(job_ids)b::uuid[], %(result_files)b::text[], %(types)b::text[],
@@ -111,20 +120,34 @@ WITH input AS (
         AS i(job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant, n)
 ), ins AS (
     INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
-    SELECT job_id, result_file, type, img_url, priority, coalesce(run_at, now()), max_attempts, tenant
+    SELECT i.job_id, i.result_file, i.type, i.img_url, i.priority, coalesce(i.run_at, now()), i.max_attempts,
+           i.tenant
     FROM input i
-    WHERE NOT EXISTS (SELECT FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant)
-    ORDER BY n
+    LEFT JOIN LATERAL (
+        SELECT r.id FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant LIMIT 1
+    ) other ON true
+    WHERE other.id IS NULL
+    ORDER BY i.n
     ON CONFLICT (job_id, result_file) DO NOTHING
     RETURNING *
+), existing AS MATERIALIZED (
+    SELECT CASE WHEN other.id IS NULL THEN mine.row ELSE other.row END AS row, i.result_file AS key_file
+    FROM input i
+    LEFT JOIN LATERAL (
+        SELECT r.id, r AS row FROM jobsvc_results r WHERE r.job_id = i.job_id AND r.tenant <> i.tenant LIMIT 1
+    ) other ON true
+    LEFT JOIN LATERAL (
+        SELECT r.id, r AS row FROM jobsvc_results r
+        WHERE r.job_id = i.job_id AND r.result_file = i.result_file LIMIT 1
+    ) mine ON true
+    -- Evaluated once, before any probe: nothing to look up when every input was inserted.
+    -- (A row found here was not inserted: the insert saw it in the same snapshot.)
+    WHERE (SELECT count(*) FROM ins) < (SELECT count(*) FROM input)
+      AND coalesce(other.id, mine.id) IS NOT NULL
 )
 SELECT *, true AS inserted, result_file AS key_file FROM ins
 UNION ALL
-(SELECT DISTINCT ON (i.n) r.*, false AS inserted, i.result_file AS key_file
- FROM input i JOIN jobsvc_results r
-   ON r.job_id = i.job_id AND (r.result_file = i.result_file OR r.tenant <> i.tenant)
- WHERE NOT EXISTS (SELECT FROM ins WHERE ins.job_id = i.job_id AND ins.result_file = i.result_file)
- ORDER BY i.n, r.tenant <> i.tenant DESC)
+SELECT (row).*, false AS inserted, key_file FROM existing
 """
 # Which of these (job_id, result_file) keys exist (a batch probes only the new ones).
 EXISTING_KEYS_SQL = """

@@ -7,7 +7,7 @@ without the web stack."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import pydantic
@@ -163,7 +163,21 @@ def job_view(job: Job) -> dict[str, Any]:
 
 
 def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+    # The rows of a batch (and of a claim or a finish) share their timestamps: now() of
+    # one transaction, in createdAt, updatedAt and runAt alike. So the last conversion is
+    # kept: an equal moment costs a comparison (~30 ns), not timestamp() in psycopg's
+    # ZoneInfo zone (~550 ns); three per view, 1,000 views per batch answer. One
+    # immutable pair, replaced whole: threads that share it read a consistent one.
+    global _last_ms
+    last = _last_ms
+    if moment == last[0]:
+        return last[1]
+    ms = int(moment.timestamp() * 1000)
+    _last_ms = (moment, ms)
+    return ms
+
+
+_last_ms: tuple[datetime, int] = (datetime(1970, 1, 1, tzinfo=UTC), 0)
 
 
 class JobViews(pydantic.RootModel[list[JobView]]):

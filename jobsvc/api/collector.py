@@ -263,6 +263,7 @@ class Collector:
 
         placed = await self._database.run(write)
         over = {(n.job_id, n.result_file) for n in placed.over}
+        created_count = 0
         for item in todo:
             assert item.new is not None
             if item.key in over:
@@ -275,9 +276,11 @@ class Collector:
             item.status = 202
             if not inline:
                 self._announcer.add(item.row.id)
-            self._metrics.enqueued.inc()
+            created_count += 1
             if log_each:
                 log_transition(item.row, logger=log)
+        if created_count:  # one locked increment per group, not one per new row
+            self._metrics.enqueued.inc(created_count)
 
 
 def _outcome(item: Item) -> tuple[Job, bool]:

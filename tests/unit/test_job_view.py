@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -75,3 +77,20 @@ def test_job_view_of_a_fixed_row() -> None:
     assert job_view(job) == JobView.of(job).model_dump(mode="json", by_alias=True)
     assert job_view(job)["jobId"] == "00000000-0000-0000-0000-000000000005"
     assert job_view(job)["status"] == "Failed" and type(job_view(job)["status"]) is str
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_jobs(), min_size=2, max_size=6), st.randoms(use_true_random=False))
+def test_job_view_times_are_each_rows_own_in_any_order(jobs: list[Job], rnd: Any) -> None:
+    """`_ms` keeps its last conversion (a batch's rows share their timestamps): rows whose
+    moments are equal in other zones, or differ, each show their own epoch ms."""
+    zone = timezone(timedelta(hours=-3))
+    shared = jobs[0].created_at
+    same_moment = replace(jobs[1], created_at=shared.astimezone(zone), updated_at=shared, run_at=shared)
+    rows = [*jobs, same_moment, jobs[0]]
+    rnd.shuffle(rows)
+    for job in rows:
+        view = job_view(job)
+        assert view["createdAt"] == int(job.created_at.timestamp() * 1000)
+        assert view["updatedAt"] == int(job.updated_at.timestamp() * 1000)
+        assert view["runAt"] == int(job.run_at.timestamp() * 1000)

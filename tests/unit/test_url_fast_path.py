@@ -20,13 +20,14 @@ from jobsvc.model import (
     _check_image_url_thoroughly,
     check_file_name,
     check_image_url,
+    image_url_and_file,
     result_file_from_url,
 )
 
 EXAMPLES = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _verdict(check: Callable[[str], str], text: str) -> tuple[str, Any]:
+def _verdict(check: Callable[[str], object], text: str) -> tuple[str, Any]:
     try:
         return ("ok", check(text))
     except (InvalidRequest, ValueError) as exc:  # urlsplit's own, for a URL check_image_url refuses
@@ -141,6 +142,24 @@ def _result_file_thoroughly(url: str) -> str:
 @example("http://h/a%2Fb.png")
 def test_result_file_from_url_gives_the_thorough_verdict(url: str) -> None:
     assert _verdict(result_file_from_url, url) == _verdict(_result_file_thoroughly, url)
+
+
+def _url_then_file(url: str) -> tuple[str, str]:
+    """What an enqueue's judgement did before `image_url_and_file`: the two checks in turn."""
+    checked = check_image_url(url)
+    return checked, result_file_from_url(checked)
+
+
+@EXAMPLES
+@given(st.one_of(_urls, _plain_urls))
+@example("http://127.0.0.1:8999/img/0123abcd.png")
+@example("http://h")
+@example("http://h/a/%FF.png")
+@example("http://h/a/..")
+@example("http://" + "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62 + "/a.png")
+@example("ftp://h/a.png")
+def test_image_url_and_file_gives_both_checks_verdicts(url: str) -> None:
+    assert _verdict(image_url_and_file, url) == _verdict(_url_then_file, url)
 
 
 def test_the_fast_path_takes_the_common_urls() -> None:
