@@ -98,6 +98,20 @@ def enqueue(conn: Conn, new: NewResult, *, max_queued: int = 0) -> tuple[Job, bo
     return job, inserted
 
 
+def many_params(news: Sequence[NewResult]) -> dict[str, object]:
+    """ENQUEUE_MANY_SQL's parameters: one array per column, in the input's order."""
+    return {
+        "job_ids": [n.job_id for n in news],
+        "result_files": [n.result_file for n in news],
+        "types": [n.type for n in news],
+        "img_urls": [n.img_url for n in news],
+        "priorities": [n.priority for n in news],
+        "run_ats": [n.run_at for n in news],
+        "max_attempts": [n.max_attempts for n in news],
+        "tenants": [n.tenant for n in news],
+    }
+
+
 def _row_params(new: NewResult) -> dict[str, object]:
     """The columns of ``new`` as the one-row statements' parameters."""
     return {
@@ -150,16 +164,7 @@ def enqueue_many(conn: Conn, news: Sequence[NewResult]) -> dict[Key, tuple[Job, 
     # As in `enqueue`: a key committed concurrently after the snapshot is in neither
     # half of the statement; run those again with a fresh snapshot (at most twice more).
     for _ in range(3):
-        params = {
-            "job_ids": [n.job_id for n in todo],
-            "result_files": [n.result_file for n in todo],
-            "types": [n.type for n in todo],
-            "img_urls": [n.img_url for n in todo],
-            "priorities": [n.priority for n in todo],
-            "run_ats": [n.run_at for n in todo],
-            "max_attempts": [n.max_attempts for n in todo],
-            "tenants": [n.tenant for n in todo],
-        }
+        params = many_params(todo)
         with conn.cursor(row_factory=_enqueued_rows, binary=True) as cursor:
             for job, inserted, key_file in cursor.execute(ENQUEUE_MANY_SQL, params):
                 found[(job.job_id, key_file)] = (job, inserted)

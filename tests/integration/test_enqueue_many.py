@@ -10,6 +10,7 @@ import uuid
 from jobsvc import queue
 from jobsvc.queries import ENQUEUE_MANY_SQL
 from jobsvc.queue import NewResult
+from jobsvc.queue.enqueues import many_params
 from tests.helpers import connect
 
 
@@ -21,19 +22,6 @@ def _new(tenant: str = "t", *, job_id: uuid.UUID | None = None, name: str = "a.p
         img_url=f"https://example.invalid/{name}",
         tenant=tenant,
     )
-
-
-def _params(news: list[NewResult]) -> dict[str, object]:
-    return {
-        "job_ids": [n.job_id for n in news],
-        "result_files": [n.result_file for n in news],
-        "types": [n.type for n in news],
-        "img_urls": [n.img_url for n in news],
-        "priorities": [n.priority for n in news],
-        "run_ats": [n.run_at for n in news],
-        "max_attempts": [n.max_attempts for n in news],
-        "tenants": [n.tenant for n in news],
-    }
 
 
 def test_enqueue_many_inserts_new_keys_and_answers_existing_and_taken_ones(database_url: str) -> None:
@@ -101,7 +89,7 @@ def test_enqueue_many_probes_by_index_on_a_table_with_fresh_statistics(database_
         conn.execute("ANALYZE jobsvc_results")
         with conn.transaction(force_rollback=True), conn.cursor(binary=True) as cur:
             batch = [_new("t") for _ in range(1000)]
-            plan = cur.execute("EXPLAIN (FORMAT JSON) " + ENQUEUE_MANY_SQL, _params(batch)).fetchone()
+            plan = cur.execute("EXPLAIN (FORMAT JSON) " + ENQUEUE_MANY_SQL, many_params(batch)).fetchone()
     assert plan is not None
     text = json.dumps(plan)
     # A NOT EXISTS here was planned as a hash anti join over a sequential scan of every row.
