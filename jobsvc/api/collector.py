@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 import trio
 
 from jobsvc import queue
+from jobsvc.announcer import Announcer
 from jobsvc.db import Conn, Database
 from jobsvc.errors import DatabaseUnavailable, JobsvcError
-from jobsvc.events import Announcer
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job
 from jobsvc.worker.report import log_transition

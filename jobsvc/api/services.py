@@ -20,13 +20,14 @@ from typing import TypeVar, cast
 import trio
 from quart import current_app
 
+from jobsvc.announcer import Announcer
 from jobsvc.api.auth import Authenticator
 from jobsvc.api.collector import IN_FLIGHT, Collector
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
 from jobsvc.db import Conn, Database
 from jobsvc.errors import JobsvcError
-from jobsvc.events import DEFAULT_LINGER, Announcer, Broadcaster
+from jobsvc.events import DEFAULT_LINGER, Broadcaster
 from jobsvc.fetch import Fetcher
 from jobsvc.metrics import Metrics
 from jobsvc.storage import Storage, storage_from_settings

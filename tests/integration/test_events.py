@@ -19,10 +19,11 @@ import trio
 import trio.testing
 
 from jobsvc import queue
+from jobsvc.announcer import Announcer
 from jobsvc.api import end_event_streams
 from jobsvc.db import Database, Listener
 from jobsvc.errors import DatabaseUnavailable
-from jobsvc.events import Announcer, Broadcaster, event_stream
+from jobsvc.events import Broadcaster, event_stream
 from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView

@@ -17,10 +17,10 @@ import pytest
 import trio
 
 from jobsvc import queue
+from jobsvc.announcer import Announcer
 from jobsvc.api.collector import Collector
 from jobsvc.db import Database
 from jobsvc.errors import DatabaseUnavailable, QuotaExceeded
-from jobsvc.events import Announcer
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job
 from tests.fixtures.app import OpenApi
