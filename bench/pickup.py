@@ -1,16 +1,21 @@
 """(3) Pickup latency: an idle worker, jobs enqueued one at a time 10 ms apart.
 
 jobsvc: each job goes in as a Python application puts it, with the library's
-transactional enqueue (``jobsvc.enqueue`` in a transaction: the insert and the
-wake-up NOTIFY in one transaction, delivered at its commit, as the API does for a
-request alone); and through one ``jobsvc api`` process. Latency is
-``started_at - created_at`` (both the database's clock).
+``jobsvc.enqueue``: on an autocommit connection (the row jobsvc), one statement that
+is its own transaction, the insert and the wake-up NOTIFY delivered at its commit, as
+the API writes a request alone and as the peers below enqueue (pgqueuer: one
+statement on an autocommit connection); and in a transaction of its own (the row
+"jobsvc, enqueue in a transaction": BEGIN, the statement, COMMIT, as an application
+enqueuing beside its own rows does; until round 4 this was the jobsvc row); and
+through one ``jobsvc api`` process. Latency is ``started_at - created_at`` (both the
+database's clock; ``created_at`` is the enqueuing transaction's start).
 The peers get the same pacing through their own enqueue calls, and are measured
 from their own tables (deferred → started; queued → picked).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import time
@@ -36,14 +41,16 @@ FROM jobsvc_results WHERE started_at IS NOT NULL
 """
 
 
-def enqueue_paced(url: str, n: int, interval: float) -> None:
-    with connect(url) as conn:
+def enqueue_paced(url: str, n: int, interval: float, *, transaction: bool = False) -> None:
+    with connect(url) as conn:  # autocommit
         start = time.monotonic()
         for i in range(n):
             delay = start + i * interval - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            with conn.transaction():  # the row and its wake-up, delivered at commit
+            with conn.transaction() if transaction else contextlib.nullcontext():
+                # The row and its wake-up, delivered at the commit (the statement's own,
+                # or the transaction's).
                 jobsvc.enqueue(conn, job_id=uuid.uuid4(), img_url=f"http://127.0.0.1:9/p{i}.png", type="noop")
 
 
@@ -95,11 +102,11 @@ def api_once(ctx: Context) -> list[float]:
     return values
 
 
-def jobsvc_once(ctx: Context) -> list[float]:
+def jobsvc_once(ctx: Context, *, transaction: bool = False) -> list[float]:
     with ctx.pg.database("pickup") as url:
         workers = throughput.start_noop_workers(ctx, url, 1, CONCURRENCY)
         try:
-            enqueue_paced(url, COUNT, INTERVAL)
+            enqueue_paced(url, COUNT, INTERVAL, transaction=transaction)
             jobs.wait_finished(url, 60)
             with connect(url) as conn:
                 values = [float(r["ms"]) for r in conn.execute(LATENCY_SQL)]
@@ -138,6 +145,7 @@ def run(ctx: Context) -> None:
     for i in range(ctx.runs):
         ctx.say(f"pickup run {i + 1}/{ctx.runs}")
         record(ctx, "jobsvc", jobsvc_once(ctx))
+        record(ctx, "jobsvc, enqueue in a transaction", jobsvc_once(ctx, transaction=True))
         record(ctx, "jobsvc through the API", api_once(ctx))
         for system in SYSTEMS:
             record(ctx, throughput.peer_label(system), peer_once(ctx, system))

@@ -2,30 +2,33 @@
 
 psycopg's async API is asyncio-only, so jobsvc uses the sync API: every unit of
 work is one function ``fn(conn)`` run in one `trio.to_thread.run_sync` hop on a
-connection, inside one transaction. Three shapes:
+connection, inside one transaction; a few hot units are instead sent from the trio
+thread with psycopg's non-blocking calls (jobsvc.pgtrio). Four shapes:
 
 - `Database`: a small pool for request-shaped work (API queries, the rescuer).
 - `Session`: one dedicated connection, for the worker's claims and finishes, because
   the session advisory locks it takes belong to that connection. Its hot path (the
   worker's cycle) is sent from the trio thread instead (`Session.run_plan`, jobsvc.pgtrio).
-- `Listener`: one autocommit connection that LISTENs, waiting on its socket with
-  `trio.lowlevel.wait_readable` (no thread, no polling).
+- `Link`: one dedicated autocommit connection whose units are sent from the trio
+  thread, for the API's lone enqueue (one statement, jobsvc.pgtrio).
+- `jobsvc.listening.Listener`: one autocommit connection that LISTENs, waiting on its
+  socket with `trio.lowlevel.wait_readable` (no thread, no polling).
 
 Errors: psycopg's ``OperationalError`` and the pool's ``PoolTimeout`` become
 `DatabaseUnavailable` in one place, `translate_errors`, used by every call here.
 
-A thread hop cannot be cancelled halfway: once a statement is sent, trio waits for
-its transaction to end (``abandon_on_cancel=False``), so a cancelled caller never
-leaves a transaction in an unknown state.
+A unit cannot be cancelled halfway: once a statement is sent, trio waits for its
+transaction to end (a thread hop with ``abandon_on_cancel=False``; a unit sent from
+trio under a shield, `pgtrio.run`), so a cancelled caller never leaves a transaction
+in an unknown state.
 """
 
 from __future__ import annotations
 
 import select
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -93,10 +96,15 @@ def check_idle_connection(conn: Conn) -> None:
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
+    if _server_spoke(conn):
+        psycopg_pool.ConnectionPool.check_connection(conn)
+
+
+def _server_spoke(conn: Conn) -> bool:
+    """Whether an idle connection's socket has something to read (it should not)."""
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
-    if poller.poll(0):
-        psycopg_pool.ConnectionPool.check_connection(conn)
+    return bool(poller.poll(0))
 
 
 #: Seconds the pool keeps retrying one failed connection (see `Database`).
@@ -260,83 +268,67 @@ class Session:
                 await trio.to_thread.run_sync(self._conn.close)
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
-    channel: str
-    payload: str
+class Link:
+    """One dedicated autocommit connection whose units are sent from the trio thread
+    (`pgtrio.run`: no thread hop, no pool checkout), one at a time: the API's lone
+    enqueue, one statement that is its own transaction (issue 14, round 5).
 
-
-class Listener:
-    """A LISTEN connection read on its socket, without a thread.
-
-    Use as ``async with Listener.open(url, channels) as listener: async for n in listener``.
-    Iteration raises `DatabaseUnavailable` when the connection breaks; cancelling
-    it leaves the connection usable. Closing the context closes the connection.
-
-    An owner that LISTENs on demand (the API's events, `jobsvc.events.Broadcaster`)
-    opens it with no channel and drives it by hand: `listen` / `unlisten`, `drain`,
-    `wait_readable`, all from one task (the connection is never shared).
+    A caller checks `free` and otherwise uses its pool. The connection is opened on
+    first use (a thread hop) and replaced when it is lost: an idle connection whose
+    socket is readable (the server spoke while nobody asked: a terminated backend's
+    FATAL, a restart's close) is closed and a new one opened before the unit is sent,
+    as the pool's checkout check (`check_idle_connection`) does; a unit that fails with
+    `DatabaseUnavailable` closes it, and the next use opens a new one.
     """
 
-    def __init__(self, conn: Conn) -> None:
-        self._conn = conn
+    def __init__(self, url: str, application_name: str) -> None:
+        self._url = url
+        self._application_name = application_name
+        self._conn: Conn | None = None
+        self._busy = False
 
-    @classmethod
-    async def open(cls, url: str, channels: Sequence[str]) -> Listener:
-        def setup() -> Conn:
-            conn = connect(url, autocommit=True, application_name="jobsvc-listener")
+    @property
+    def free(self) -> bool:
+        return not self._busy
+
+    async def run(self, plan: pgtrio.Plan[T]) -> T:
+        """Run ``plan``, each statement its own transaction (autocommit). Raises
+        `DatabaseUnavailable` when PostgreSQL cannot be reached, psycopg's error when a
+        statement fails. Cancelled before its statements are sent, nothing is sent;
+        afterwards they all run (`pgtrio.run`) and the cancellation comes after."""
+        if self._busy:
+            raise RuntimeError("the link is in use: check `free` first")
+        self._busy = True
+        try:
+            if self._conn is not None and not _idle_and_sound(self._conn):
+                self._drop()
+            if self._conn is None:
+                # A thread hop, once per connection: cancelled meanwhile, the connection
+                # is still kept (the hop is not abandoned) and the cancellation comes next.
+                self._conn = await trio.to_thread.run_sync(
+                    lambda: connect(self._url, autocommit=True, application_name=self._application_name)
+                )
             try:
-                for channel in channels:
-                    _execute_listen(conn, "LISTEN", channel)
+                with translate_errors("PostgreSQL is not reachable"):
+                    return await pgtrio.run(self._conn, plan)
             except DatabaseUnavailable:
-                conn.close()
+                self._drop()
                 raise
-            return conn
+        finally:
+            self._busy = False
 
-        return cls(await trio.to_thread.run_sync(setup))
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # closing a socket does not block
 
-    async def __aenter__(self) -> Listener:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._conn.close()  # closing a socket does not block
-
-    async def listen(self, channel: str) -> None:
-        """``LISTEN channel``: in effect when this returns (autocommit), so every NOTIFY
-        committed from then on is delivered. One thread hop; waits for it when cancelled."""
-        await trio.to_thread.run_sync(_execute_listen, self._conn, "LISTEN", channel)
-
-    async def unlisten(self, channel: str) -> None:
-        """``UNLISTEN channel``. Notifications that arrived before it are still drained."""
-        await trio.to_thread.run_sync(_execute_listen, self._conn, "UNLISTEN", channel)
-
-    def drain(self) -> list[Notification]:
-        """The notifications already received (also those read during a LISTEN): never blocks."""
-        with translate_errors("lost the LISTEN connection"):
-            # timeout=0 only drains what has already arrived: it never blocks.
-            return [Notification(n.channel, n.payload) for n in self._conn.notifies(timeout=0)]
-
-    async def wait_readable(self) -> None:
-        """Until the server sends something (a notification, or the end of the connection,
-        which the next `drain` raises). Cancelling it leaves the connection usable."""
-        await trio.lowlevel.wait_readable(self._conn.fileno())
-
-    def __aiter__(self) -> AsyncIterator[Notification]:
-        return self._notifications()
-
-    async def _notifications(self) -> AsyncIterator[Notification]:
-        while True:
-            batch = self.drain()
-            for notification in batch:
-                yield notification
-            if not batch:
-                await self.wait_readable()
+    async def close(self) -> None:
+        self._drop()
 
 
-_LISTEN_COMMANDS = {"LISTEN": psycopg.sql.SQL("LISTEN {}"), "UNLISTEN": psycopg.sql.SQL("UNLISTEN {}")}
-
-
-def _execute_listen(conn: Conn, command: Literal["LISTEN", "UNLISTEN"], channel: str) -> None:
-    """``LISTEN`` or ``UNLISTEN`` on ``conn`` (blocking: a thread, or setup in one)."""
-    with translate_errors(f"cannot {command}"):
-        conn.execute(_LISTEN_COMMANDS[command].format(psycopg.sql.Identifier(channel)))
+def _idle_and_sound(conn: Conn) -> bool:
+    """Whether ``conn`` is open, outside any transaction, and the server has not spoken
+    since its last answer (nothing to read on its socket: the link never LISTENs)."""
+    if conn.closed or conn.broken or conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return False
+    return not _server_spoke(conn)

@@ -44,8 +44,9 @@ import trio
 
 from jobsvc import queue
 from jobsvc.backoff import Backoff, run_with_backoff
-from jobsvc.db import Database, Listener
+from jobsvc.db import Database
 from jobsvc.errors import DatabaseUnavailable
+from jobsvc.listening import Listener
 from jobsvc.model import Job, epoch_ms
 from jobsvc.schemas import job_view
 

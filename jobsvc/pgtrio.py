@@ -5,7 +5,7 @@ A `trio.to_thread.run_sync` hop costs a futex wake-up of a cached thread each wa
 (milliseconds on a loaded 2-core machine) and the thread's CPU contends for the GIL.
 The hot paths (the worker's claim and cycle, the API's lone enqueue) are a few short
 statements on a connection nobody else uses at that moment, so they can be sent and
-read from the trio thread, as `db.Listener` already reads its notifications.
+read from the trio thread, as `listening.Listener` already reads its notifications.
 
 A unit of work is written once as a `Plan`: a generator that yields each `Statement`
 and receives its rows. `run_sync` runs a plan on a connection from a thread (the

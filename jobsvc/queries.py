@@ -45,31 +45,23 @@ UNION ALL
  LIMIT 1)
 """
 
-# A request alone (the API's group of one, queue.enqueue_alone): the quota's count, the
-# insert and the wake-up in ONE statement, run right after QUOTA_LOCK_SQL. Its snapshot is
-# taken when it starts, after the lock statement has returned, so the count sees every
-# enqueue of the tenant committed before (what QUOTA_USED_SQL's separate statement
-# ensures). The count folds the deltas as QUOTA_USED_SQL does, only with a quota (cap > 0).
-# The row is inserted only under the cap; an existing row is returned as ENQUEUE_SQL
-# returns it. With announce, the new row's NOTIFYs (the workers' wake-up, its id on the
-# events channel) are sent by the statement itself, only when a row was inserted. Always
-# one row: the quota count beside the row, or beside NULLs when nothing was inserted or
-# found (over the cap, or a key committed by a concurrent writer after this snapshot).
+# A request alone (the API's group of one, queue.enqueue_alone; the library's
+# jobsvc.enqueue): the quota, the insert and the wake-up in ONE statement, so one round
+# trip, and in autocommit one implicit transaction (no BEGIN or COMMIT round trips).
+# `used` calls jobsvc_quota_used (schema.sql, version 5), which takes the tenant's quota
+# lock and then counts with a snapshot of its own taken after the lock, so the count sees
+# every enqueue of the tenant committed before, though this statement's snapshot is older;
+# the lock holds until the transaction ends (the statement's, in autocommit). `ins` reads
+# `used` before it inserts, so the lock is taken before the row. Without a cap (cap <= 0)
+# there is no lock and no count. The row is inserted only under the cap; an existing row is
+# returned as ENQUEUE_SQL returns it. With announce, the new row's NOTIFYs (the workers'
+# wake-up, its id on the events channel) are sent by the statement itself, only when a row
+# was inserted. Always one row: the quota count beside the row, or beside NULLs when
+# nothing was inserted or found (over the cap, or a key committed by a concurrent writer
+# after this statement's snapshot: run it again).
 ENQUEUE_ALONE_SQL = """
-WITH folded AS (
-    DELETE FROM jobsvc_counts
-    WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM jobsvc_counts
-        WHERE %(cap)s > 0 AND tenant = %(tenant)s AND status IN ('Queued', 'Processing')
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING status, delta
-), refolded AS (
-    INSERT INTO jobsvc_counts (tenant, status, delta)
-    SELECT %(tenant)s, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
-), used AS (
-    SELECT coalesce(sum(delta), 0)::bigint AS n FROM jobsvc_counts
-    WHERE %(cap)s > 0 AND tenant = %(tenant)s AND status IN ('Queued', 'Processing')
+WITH used AS MATERIALIZED (
+    SELECT jobsvc_quota_used(%(space)s::integer, %(tenant)s, %(cap)s::bigint) AS n
 ), ins AS (
     INSERT INTO jobsvc_results (job_id, result_file, type, img_url, priority, run_at, max_attempts, tenant)
     SELECT %(job_id)s, %(result_file)s, %(type)s, %(img_url)s, %(priority)s,
@@ -157,34 +149,13 @@ JOIN unnest(%(job_ids)s::uuid[], %(result_files)s::text[]) AS k(job_id, result_f
   ON r.job_id = k.job_id AND r.result_file = k.result_file
 """
 
-# The quota (JOBSVC_TENANT_MAX_QUEUED): one enqueue of a tenant at a time, across
-# every API process, holds this transaction-level lock on a two-int key (queue.QUOTA_LOCK_SPACE,
-# hashtext(tenant)) from its count to its commit; the count is a separate statement
-# so that its snapshot is taken after the lock, and sees every enqueue committed
-# before. Two tenants whose names hash alike merely wait for each other.
-QUOTA_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(tenant)s))"
-# A tenant's Queued + Processing results, from the counter deltas (jobsvc_counts_tenant_idx),
-# which it also folds into one row per status: so the next count of the tenant reads
-# only the deltas written since, not every one since the cleaner's last compaction.
-# The SELECT sees the deltas as they were before the fold (one snapshot for the whole
-# statement). SKIP LOCKED: rows a concurrent compaction is folding are counted (they
-# are visible) but left to it; it, in turn, never sees the row inserted here.
-QUOTA_USED_SQL = """
-WITH folded AS (
-    DELETE FROM jobsvc_counts
-    WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM jobsvc_counts
-        WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING status, delta
-), refolded AS (
-    INSERT INTO jobsvc_counts (tenant, status, delta)
-    SELECT %(tenant)s, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
-)
-SELECT coalesce(sum(delta), 0)::bigint AS n FROM jobsvc_counts
-WHERE tenant = %(tenant)s AND status IN ('Queued', 'Processing')
-"""
+# The quota (JOBSVC_TENANT_MAX_QUEUED), `queue.reserve_quota`: jobsvc_quota_used
+# (schema.sql, version 5) takes the tenant's quota lock, a transaction-level advisory
+# lock on (queue.QUOTA_LOCK_SPACE, hashtext(tenant)) held until the caller's transaction
+# ends, then counts the tenant's Queued + Processing results with a snapshot taken after
+# the lock (every enqueue of the tenant committed before is counted), in one round trip.
+# Two tenants whose names hash alike merely wait for each other.
+QUOTA_SQL = "SELECT jobsvc_quota_used(%(space)s::integer, %(tenant)s, %(cap)s::bigint) AS n"
 
 CANCEL_LOCK_SQL = """
 SELECT id, tenant, status FROM jobsvc_results

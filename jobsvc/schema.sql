@@ -274,6 +274,51 @@ DROP INDEX IF EXISTS jobsvc_results_claim_idx;
 DROP INDEX IF EXISTS jobsvc_results_processing_idx;
 
 -- ===========================================================================
+-- Version 5: the quota's lock and count in one call (issue 14, round 5).
+-- ===========================================================================
+
+-- The quota (JOBSVC_TENANT_MAX_QUEUED): a tenant's Queued + Processing results, counted
+-- under the tenant's quota lock (a transaction-level advisory lock on (lock_space,
+-- hashtext(tenant)), held until the caller's transaction ends), so one enqueue of a
+-- tenant at a time, in any process, counts and inserts. The count must see every
+-- enqueue of the tenant committed before the lock was granted: a plain statement's
+-- snapshot is taken when it starts, before it waits for the lock. A VOLATILE function
+-- takes a fresh snapshot for each statement it runs (READ COMMITTED), so the count
+-- below, run after the lock is granted, sees them, even when this function is called
+-- from inside another statement (queries.ENQUEUE_ALONE_SQL: the quota, the insert and
+-- the wake-up in one round trip). 0 without a cap (cap <= 0: no lock either).
+-- The count also folds the tenant's deltas into one row per status, so the next count
+-- reads only the deltas written since; the SELECT sees them as they were before the
+-- fold (one snapshot per statement). SKIP LOCKED: deltas a concurrent compaction is
+-- folding are counted (they are visible) but left to it.
+CREATE OR REPLACE FUNCTION jobsvc_quota_used(lock_space integer, for_tenant text, cap bigint)
+RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    used bigint;
+BEGIN
+    IF cap <= 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM pg_advisory_xact_lock(lock_space, hashtext(for_tenant));
+    WITH folded AS (
+        DELETE FROM jobsvc_counts
+        WHERE ctid = ANY(ARRAY(
+            SELECT ctid FROM jobsvc_counts
+            WHERE tenant = for_tenant AND status IN ('Queued', 'Processing')
+            FOR UPDATE SKIP LOCKED
+        ))
+        RETURNING status, delta
+    ), refolded AS (
+        INSERT INTO jobsvc_counts (tenant, status, delta)
+        SELECT for_tenant, status, sum(delta) FROM folded GROUP BY status HAVING sum(delta) <> 0
+    )
+    SELECT coalesce(sum(delta), 0)::bigint INTO used FROM jobsvc_counts
+    WHERE tenant = for_tenant AND status IN ('Queued', 'Processing');
+    RETURN used;
+END
+$$;
+
+-- ===========================================================================
 -- The schema version, stated here only: queue.SCHEMA_VERSION reads it from this line.
-INSERT INTO jobsvc_meta (schema_version) VALUES (4)
+INSERT INTO jobsvc_meta (schema_version) VALUES (5)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = EXCLUDED.schema_version;

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from jobsvc import queue
 from jobsvc.db import Conn
 from jobsvc.model import Job, Status
-from jobsvc.queries import QUOTA_LOCK_SQL
+from jobsvc.queries import QUOTA_SQL
 from jobsvc.queue import NewResult
 from jobsvc.worker import Worker
 
@@ -277,7 +277,8 @@ def held_quota_lock(url: str, tenant: str = "default") -> Iterator[Conn]:
     """Hold ``tenant``'s quota lock in an open transaction until the block ends."""
     with connect(url) as conn:
         conn.execute("BEGIN")
-        conn.execute(QUOTA_LOCK_SQL, {"space": queue.QUOTA_LOCK_SPACE, "tenant": tenant})
+        # Any cap > 0 takes the lock (and counts: the count is not used here).
+        conn.execute(QUOTA_SQL, {"space": queue.QUOTA_LOCK_SPACE, "tenant": tenant, "cap": 1})
         try:
             yield conn
         finally:

@@ -18,7 +18,9 @@ Both routes judge (and probe) each enqueue themselves, then hand the `Item`\\s t
   whatever arrived while the previous group's transaction was in flight, so a request
   alone is written at once (from its own task: a group of one), and under load the
   quota lock, the statements and the commit's fsync are paid once per group instead
-  of once per request.
+  of once per request. A group of one is one statement (`queue.enqueue_alone`), sent
+  from the trio thread on the collector's own connection (`db.Link`: autocommit, no
+  thread hop) when that is free, else through the pool.
 
 Failures: when a group's transaction fails with an error about the transaction itself
 (a deadlock with another writer, a statement refused for one item:
@@ -40,7 +42,7 @@ import trio
 
 from jobsvc import queue
 from jobsvc.announcer import Announcer
-from jobsvc.db import Conn, Database
+from jobsvc.db import Conn, Database, Link
 from jobsvc.errors import DatabaseUnavailable, JobsvcError
 from jobsvc.metrics import Metrics
 from jobsvc.model import Job
@@ -105,8 +107,10 @@ class Collector:
         *,
         cap: int = GROUP_CAP,
         in_flight: int = IN_FLIGHT,
+        link: Link | None = None,
     ) -> None:
         self._database = database
+        self._link = link
         self._announcer = announcer
         self._metrics = metrics
         self._max_queued = max_queued
@@ -145,8 +149,9 @@ class Collector:
                 # Nothing waiting and a slot free: a group of one, written from this
                 # request's own task (no hand-over to the collector's task and back:
                 # three scheduler passes fewer for a request alone). Cancelled before
-                # its thread hop, nothing is written; during it, the transaction still
-                # ends (`Database.run`), and so do the logs, metrics and wake-up.
+                # its statement is sent, nothing is written; once sent, the transaction
+                # still ends (`Link.run`, `Database.run`), and so do the logs, metrics
+                # and wake-up.
                 await self._write_group([item])
                 return _outcome(item)
         self._pending.append(item)
@@ -251,17 +256,24 @@ class Collector:
         inline = self._announcer.take_inline()
 
         def write(conn: Conn) -> queue.Placed:
-            if len(news) == 1:  # a request alone: its transaction in one round trip
-                placed = queue.enqueue_alone(conn, news[0], cap, announce=inline)
-            else:
-                placed = queue.enqueue_group(conn, news, cap)
-            if inline and not placed.announced:
+            if len(news) == 1:  # a request alone: one statement (it announces a new row)
+                return queue.enqueue_alone(conn, news[0], cap, announce=inline)
+            placed = queue.enqueue_group(conn, news, cap)
+            if inline:
                 created = [job.id for job, made in placed.rows.values() if made]
                 if created:
                     queue.announce(conn, created, wakeup=True)
             return placed
 
-        placed = await self._database.run(write)
+        if len(news) == 1 and self._link is not None and self._link.free:
+            # A request alone: its one statement, a transaction of its own (autocommit),
+            # sent from the trio thread on the collector's own connection: one round trip,
+            # no thread hop, no pool checkout, no BEGIN or COMMIT (bench/README.md,
+            # "Round 5"). The pool's way below (for groups, and while the link is busy)
+            # sends the same statement between BEGIN and COMMIT.
+            placed = await self._link.run(queue.enqueue_alone_plan(news[0], cap, announce=inline))
+        else:
+            placed = await self._database.run(write)
         over = {(n.job_id, n.result_file) for n in placed.over}
         created_count = 0
         for item in todo:

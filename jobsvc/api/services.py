@@ -25,7 +25,7 @@ from jobsvc.api.auth import Authenticator
 from jobsvc.api.collector import IN_FLIGHT, Collector
 from jobsvc.backoff import Backoff
 from jobsvc.config import Settings
-from jobsvc.db import Conn, Database
+from jobsvc.db import Conn, Database, Link
 from jobsvc.errors import JobsvcError
 from jobsvc.events import DEFAULT_LINGER, Broadcaster
 from jobsvc.fetch import Fetcher
@@ -162,6 +162,7 @@ async def serve(
     """Own every resource of the API process; cancelled at shutdown, it closes them all."""
     url = settings.require_database_url()
     database = Database(url, max_size=8, timeout=3.0, application_name="jobsvc-api")
+    link = Link(url, application_name="jobsvc-api-enqueue")  # the lone enqueue's connection
     fetcher = Fetcher(settings)
     storage: Storage | None = None
     try:
@@ -196,6 +197,7 @@ async def serve(
                     metrics,
                     settings.tenant_max_queued,
                     in_flight=int(options.get("enqueue_groups_in_flight", IN_FLIGHT)),
+                    link=link,
                 ),
             )
             tasks = [
@@ -218,4 +220,5 @@ async def serve(
             await fetcher.aclose()
             if storage is not None:
                 await storage.aclose()
+            await link.close()
             await database.close()

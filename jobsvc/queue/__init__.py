@@ -8,7 +8,8 @@ that `finish` and `rescue` write are `jobsvc.retry`'s.
 One module per idea, all re-exported here (callers use ``queue.X``):
 
 - `schema` — the schema version this code expects, `migrate`, `schema_problem`;
-- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `enqueue_alone`, `check_identical`, the quota
+- `enqueues` — `enqueue`, `enqueue_many`, `enqueue_group`, `enqueue_alone`
+  (`enqueue_alone_plan`: its one statement, to send from trio), `check_identical`, the quota
   (`reserve_quota`, `admit`);
 - `reads` — `get_job`, `get_result`, `list_jobs`, the counts per status, `queue_age`;
 - `control` — a client's `cancel` and `retry`;
@@ -43,6 +44,7 @@ from jobsvc.queue.enqueues import (
     check_identical,
     enqueue,
     enqueue_alone,
+    enqueue_alone_plan,
     enqueue_group,
     enqueue_many,
     existing_keys,
@@ -118,6 +120,7 @@ __all__ = [
     "cycle_plan",
     "enqueue",
     "enqueue_alone",
+    "enqueue_alone_plan",
     "enqueue_group",
     "enqueue_many",
     "existing_keys",

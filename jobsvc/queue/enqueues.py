@@ -12,18 +12,18 @@ from typing import Any
 
 import psycopg
 from psycopg import Cursor
-from psycopg.rows import RowMaker
+from psycopg.rows import RowMaker, dict_row
 
 from jobsvc.db import Conn
 from jobsvc.errors import Conflict, QuotaExceeded
 from jobsvc.model import DEFAULT_TENANT, Job
+from jobsvc.pgtrio import Plan, Statement, run_sync
 from jobsvc.queries import (
     ENQUEUE_ALONE_SQL,
     ENQUEUE_MANY_SQL,
     ENQUEUE_SQL,
     EXISTING_KEYS_SQL,
-    QUOTA_LOCK_SQL,
-    QUOTA_USED_SQL,
+    QUOTA_SQL,
 )
 from jobsvc.queue.claims import job_rows
 from jobsvc.queue.notify import EVENTS_CHANNEL, WAKEUP_CHANNEL
@@ -58,14 +58,14 @@ def reserve_quota(conn: Conn, tenant: str, wanted: int, max_queued: int) -> int:
     ``max_queued`` (0: unlimited) on its Queued + Processing results.
 
     Takes the tenant's quota lock (a transaction-level advisory lock, held until the
-    caller's transaction ends), so call it in the transaction that then inserts the
-    results: no other enqueue of the tenant, in any process, counts until this one
-    has committed or rolled back. Insert at most the returned number of new rows.
+    caller's transaction ends) and counts after it, in one statement (QUOTA_SQL), so
+    call it in the transaction that then inserts the results: no other enqueue of the
+    tenant, in any process, counts until this one has committed or rolled back. Insert
+    at most the returned number of new rows.
     """
     if max_queued <= 0:
         return wanted
-    conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": tenant})
-    row = conn.execute(QUOTA_USED_SQL, {"tenant": tenant}).fetchone()
+    row = conn.execute(QUOTA_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": tenant, "cap": max_queued}).fetchone()
     used = 0 if row is None else int(row["n"])
     return max(0, min(wanted, max_queued - used))
 
@@ -244,44 +244,53 @@ def enqueue_group(conn: Conn, news: Sequence[NewResult], max_queued: int) -> Pla
 
 
 def enqueue_alone(conn: Conn, new: NewResult, max_queued: int, *, announce: bool) -> Placed:
-    """`enqueue_group` for one result (a request alone) in two statements: the quota
-    lock (with a quota), then ENQUEUE_ALONE_SQL, which counts, inserts under the cap and,
-    with ``announce``, sends the new row's NOTIFYs. Runs in the caller's transaction.
+    """`enqueue_group` for one result (a request alone) in the caller's transaction, or
+    in autocommit as a transaction of its own: `enqueue_alone_plan` from a thread."""
+    return run_sync(conn, enqueue_alone_plan(new, max_queued, announce=announce))
 
-    The group path sends four or five (lock, count, insert, two NOTIFYs), each waited for
-    in turn: 1.00 → 0.77 ms p50 for the whole transaction (bench/README.md, "Round 3").
-    The lock is still taken first, in its own statement, and the count is in a later
-    one, so the count sees every enqueue of the tenant committed before; the lock holds
-    until the caller's commit, as before. (Pipelining the statements measured slower:
-    psycopg's pipeline costs more CPU than the round trips it saves on a local socket.)
+
+def enqueue_alone_plan(new: NewResult, max_queued: int, *, announce: bool) -> Plan[Placed]:
+    """A request alone as one statement (`jobsvc.pgtrio.Plan`): ENQUEUE_ALONE_SQL takes
+    the tenant's quota lock and counts after it (with a quota), inserts under the cap
+    and, with ``announce``, sends the new row's NOTIFYs. On an autocommit connection it
+    is a transaction of its own in one round trip (the lock ends with it); in a
+    transaction, the lock holds until its commit.
+
+    Its history: the group path sends four or five statements (lock, count, insert, two
+    NOTIFYs), each waited for in turn; round 3 put all but the lock in one statement
+    (1.00 → 0.77 ms p50 for the transaction); round 5 moved the lock and the count into
+    `jobsvc_quota_used` (schema.sql), whose count has its own snapshot taken after the
+    lock, so the whole write is one statement (bench/README.md, "Round 5").
 
     Answers what `enqueue_group` answers for ``[new]``; ``announced`` says whether the
     NOTIFYs were sent (a new row with ``announce``).
     """
     params = {
         **_row_params(new),
+        "space": QUOTA_LOCK_SPACE,
         "cap": max_queued,
         "announce": announce,
         "wakeup_channel": WAKEUP_CHANNEL,
         "events_channel": EVENTS_CHANNEL,
     }
-    if max_queued > 0:
-        conn.execute(QUOTA_LOCK_SQL, {"space": QUOTA_LOCK_SPACE, "tenant": new.tenant})
-    row = conn.execute(ENQUEUE_ALONE_SQL, params).fetchone()
-    assert row is not None  # the count's one row
-    used = int(row.pop("quota_used"))
-    inserted, announced = bool(row.pop("inserted")), bool(row.pop("announced"))
     key = (new.job_id, new.result_file)
-    full = max_queued > 0 and used >= max_queued
-    if row["id"] is not None and (inserted or not full or row["result_file"] == new.result_file):
-        # As `enqueue`: over the cap, an existing row at the key is still the answer.
-        return Placed({key: (Job.from_row(row), inserted)}, [], announced=announced)
-    if full:
-        return Placed({}, [new])
     # Under the cap, yet neither inserted nor found: a concurrent writer committed the
-    # key after this statement's snapshot. The lock still holds, so the tenant is still
-    # under its cap: insert again with a fresh snapshot, as `enqueue` does.
-    return Placed({key: insert_one(conn, new)}, [])  # pragma: no cover - needs a concurrent writer
+    # key after the statement's snapshot. Run it again (the lock and count again too):
+    # its new snapshot sees that row (at most twice more, as `insert_one`).
+    for _ in range(3):
+        rows = yield Statement(ENQUEUE_ALONE_SQL, params, dict_row, binary=False)
+        row = rows[0]  # the count's one row
+        used = int(row.pop("quota_used"))
+        inserted, announced = bool(row.pop("inserted")), bool(row.pop("announced"))
+        full = max_queued > 0 and used >= max_queued
+        if row["id"] is not None and (inserted or not full or row["result_file"] == new.result_file):
+            # As `enqueue`: over the cap, an existing row at the key is still the answer.
+            return Placed({key: (Job.from_row(row), inserted)}, [], announced=announced)
+        if full:
+            return Placed({}, [new])
+    raise Conflict(  # pragma: no cover - needs three concurrent conflicting writers in a row
+        f"job {new.job_id} result {new.result_file!r} is being written concurrently"
+    )
 
 
 #: SQLSTATE classes that say the server or the link is in trouble (connection exception,

@@ -1,7 +1,7 @@
 """The PostgreSQL `Store`: the worker's three kinds of connection.
 
 - one `db.Session` per `connect` (claims and finishes; it owns the advisory locks),
-- one `db.Listener` per `listen` (LISTEN ``jobsvc_wakeup`` and ``jobsvc_cancel``),
+- one `listening.Listener` per `listen` (LISTEN ``jobsvc_wakeup`` and ``jobsvc_cancel``),
 - a pool of two (`db.Database`) for the rescuer, the cleaner and cancel reconciliation.
 
 So a worker process holds four connections whatever its concurrency.
@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from jobsvc import queue
-from jobsvc.db import Database, Listener, Session
+from jobsvc.db import Database, Session
+from jobsvc.listening import Listener
 from jobsvc.model import Job
 from jobsvc.queries import PING_SQL
 from jobsvc.retry import Outcome, RetryPolicy

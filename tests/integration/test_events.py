@@ -21,9 +21,10 @@ import trio.testing
 from jobsvc import queue
 from jobsvc.announcer import Announcer
 from jobsvc.api import end_event_streams
-from jobsvc.db import Database, Listener
+from jobsvc.db import Database
 from jobsvc.errors import DatabaseUnavailable
 from jobsvc.events import Broadcaster, event_stream
+from jobsvc.listening import Listener
 from jobsvc.model import Job, Status
 from jobsvc.queue import Outcome
 from jobsvc.schemas import JobView

@@ -31,7 +31,7 @@ import pytest
 import trio
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from jobsvc import db, embedded
+from jobsvc import db, embedded, listening
 from jobsvc.cli import migrate
 from tests.fixtures.database import PgServer, with_dbname
 from tests.fixtures.processes import (
@@ -400,7 +400,7 @@ async def test_every_connection_carries_tcp_keepalives(pg_server: PgServer, data
             seen["pool"] = await pool.run(socket_keepalives)
         finally:
             await pool.close()
-        listener = await db.Listener.open(url, ["jobsvc_test"])
+        listener = await listening.Listener.open(url, ["jobsvc_test"])
         async with listener:
             seen["listener"] = socket_keepalives(listener._conn)
     finally:

@@ -5,7 +5,8 @@ and runs jobs afterwards; until then `/readyz` is 503 and `jobsvc worker` refuse
 tests/fixtures/schema_v1.sql is the first shipped schema (`git show c959baa:schema.sql`);
 tests/fixtures/schema_v2.sql the one before tenants and keys (version 3);
 tests/fixtures/schema_v3.sql the one before the dropped indexes (version 4,
-`git show 1878517:jobsvc/schema.sql`).
+`git show 1878517:jobsvc/schema.sql`); tests/fixtures/schema_v4.sql the one before the
+quota's function (version 5, `git show 7d391b5:jobsvc/schema.sql`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 V1_SCHEMA = (FIXTURES / "schema_v1.sql").read_text()
 V2_SCHEMA = (FIXTURES / "schema_v2.sql").read_text()
 V3_SCHEMA = (FIXTURES / "schema_v3.sql").read_text()
+V4_SCHEMA = (FIXTURES / "schema_v4.sql").read_text()
 
 # The indexes version 4 drops (no query needs them that another index does not serve).
 DROPPED_IN_V4 = {
@@ -108,10 +110,10 @@ async def test_v1_database_is_refused_then_upgraded_in_place_and_runs_jobs(
 
     migrated = await run_process(spawn, "migrate", env=env)
     assert migrated.popen.returncode == 0, migrated.output()
-    assert "version 4" in migrated.output()
+    assert f"version {queue.SCHEMA_VERSION}" in migrated.output()
 
     with connect(url) as conn:
-        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 4
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION
     assert rows_after_upgrade(url) == before  # every row, every column, as it was
     exact, counted = exact_and_counted(url)
     assert counted == exact == {s.value: 1 for s in Status}  # the counters were backfilled
@@ -259,7 +261,7 @@ def test_v3_database_loses_the_unneeded_indexes_rows_and_counts_kept(
     assert result_indexes(url) == result_indexes(database_url)
     assert not DROPPED_IN_V4 & result_indexes(url)
     with connect(url) as conn:
-        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 4
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION
         assert conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall() == before
         assert queue.status_counts(conn) == queue.status_counts_exact(conn)
         assert queue.status_counts(conn, "acme")["Queued"] == 1
@@ -281,4 +283,38 @@ def test_v3_database_loses_the_unneeded_indexes_rows_and_counts_kept(
             claimed, _ = queue.claim(conn, "upgraded", 10)
         assert {j.tenant for j in claimed} == {"default", "acme"}
         conn.execute("SELECT pg_advisory_unlock_all()")
+        assert queue.status_counts(conn) == queue.status_counts_exact(conn)
+
+
+def test_v4_database_gets_the_quota_function_and_counts_as_before(empty_database_url: str) -> None:
+    url = empty_database_url
+    with connect(url) as conn:
+        conn.execute(V4_SCHEMA.encode())
+        conn.execute(V1_ROWS)  # version-4 code wrote the same rows (tenant default)
+        assert queue.schema_version(conn) == 4
+        before = conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall()
+    with db.connect(url) as conn:
+        queue.migrate(conn, queue.load_schema())
+        queue.migrate(conn, queue.load_schema())  # idempotent
+    with connect(url) as conn:
+        assert queue.schema_version(conn) == queue.SCHEMA_VERSION == 5
+        assert conn.execute("SELECT * FROM jobsvc_results ORDER BY id").fetchall() == before
+        # The quota counts the version-4 rows (one Queued, one Processing) through the new
+        # function, and a request alone is written under it in one statement.
+        with conn.transaction():
+            assert queue.reserve_quota(conn, "default", 5, max_queued=3) == 1
+        new = queue.NewResult(
+            job_id=uuid.uuid4(), result_file="a.png", type="ingest", img_url="http://x.test/a.png"
+        )
+        with conn.transaction():
+            placed = queue.enqueue_alone(conn, new, 3, announce=False)
+        assert placed.rows[(new.job_id, "a.png")][1] is True
+        with conn.transaction():
+            placed = queue.enqueue_alone(
+                conn,
+                queue.NewResult(uuid.uuid4(), "b.png", "ingest", "http://x.test/b.png"),
+                3,
+                announce=False,
+            )
+        assert placed.rows == {} and len(placed.over) == 1  # 3 of 3 used
         assert queue.status_counts(conn) == queue.status_counts_exact(conn)
