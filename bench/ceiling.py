@@ -8,8 +8,9 @@ worker's cycle commits a finish with the next claim: one commit fewer; in the wo
 shape the two clients' claims hold their row locks to the commit and skip each other's
 rows, bench/README.md "Round 2: the worker"). The retry policy's decision for a
 success is computed in the claim's CTE here (status Completed, attempts as claimed,
-final). The only change is mechanical: the claim's ``UPDATE … RETURNING`` moves into a CTE whose
-ids (and the finish's arrays) pgbench keeps with ``\\gset``. Parameters stay
+final). The only change is mechanical: the claim's last ``SELECT`` (the claimed rows with their
+ring columns) becomes one row of the claimed ids (and the finish's arrays), which pgbench keeps
+with ``\\gset``. Parameters stay
 parameters (``-M prepared``; psycopg also prepares repeated statements).
 """
 
@@ -32,10 +33,11 @@ DEFAULT_OUR_BATCH = 64
 
 
 def claim_script(limit: int) -> str:
-    head, sep, tail = queries.CLAIM_SQL.strip().partition("\nUPDATE ")
-    assert sep and head.startswith("WITH "), "CLAIM_SQL changed shape: update bench/ceiling.py"
+    head, sep, _ = queries.CLAIM_SQL.strip().rpartition("\nSELECT claimed.*")
+    shaped = sep and head.startswith("WITH ") and "claimed AS (" in head
+    assert shaped, "CLAIM_SQL changed shape: update bench/ceiling.py"
     claim = (
-        f"{head},\nclaimed AS (\nUPDATE {tail}\n)\n"
+        f"{head}\n"
         "SELECT coalesce(array_agg(id), '{}')::text AS ids,\n"
         "       coalesce(array_agg('Completed'::text), '{}')::text AS statuses,\n"
         "       coalesce(array_agg(NULL::text), '{}')::text AS errors,\n"

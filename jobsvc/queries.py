@@ -215,13 +215,23 @@ NOTIFY_SQL = "SELECT pg_notify(%(channel)s, %(payload)s)"
 #   to fill the claim, else up to %(tenants)s rows; ranked within the tenant, then
 #   ordered by rank and ring position (one row of each tenant, then a second of
 #   each, ...).
-# - `picked`: the first %(limit)s candidates not locked by another claim. The
-#   locking SELECT sits in a CTE (`IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
-#   can claim more than n rows); it re-checks status and run_at on the locked row
-#   version; %(tenants)s exceeds %(limit)s so that concurrent claims, which skip each
-#   other's rows, still fill.
+# - `picked`: the first %(limit)s candidates not locked by another claim. Each candidate
+#   is locked by a LATERAL `FOR UPDATE SKIP LOCKED` probe of the primary key, which
+#   re-checks status and run_at on the locked row version; the nested loop walks the
+#   candidates in the order their CTE wrote them (rank, lap, pos) and stops at
+#   %(limit)s rows locked (an ORDER BY here would sort after the loop: every candidate
+#   locked). %(tenants)s exceeds %(limit)s so that concurrent claims, which skip each
+#   other's rows, still fill. In a CTE: `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)`
+#   can claim more than n rows.
+# - `claimed`: the UPDATE of the picked rows, `WHERE id = ANY(ARRAY(…))`: one primary
+#   key probe per row. Neither locking step joins another relation into the locked
+#   one: a `FOR UPDATE` over a join or an `UPDATE … FROM` makes PostgreSQL carry a
+#   whole-row copy of the other side for its EvalPlanQual recheck (~10 % of the
+#   backend's CPU per job), and on a small table the planner hashed the whole table
+#   for those joins (issue 14, round 5, bench/README.md "Round 5: the worker").
 # The session advisory lock is taken in RETURNING, in the claim's own transaction,
-# so no rescuer ever sees a claimed row unlocked.
+# so no rescuer ever sees a claimed row unlocked. The last SELECT adds each row's
+# place in the claim's order (`ring_*`) from `picked`, a join outside the UPDATE.
 _CLAIM_CTES = """
 after_cursor AS (
     (SELECT tenant, run_at, 1 AS pos FROM jobsvc_results
@@ -262,23 +272,25 @@ after_cursor AS (
     ORDER BY c.rank, due.lap, due.pos
     LIMIT %(tenants)s
 ), picked AS MATERIALIZED (
-    SELECT p.id, c.rank, c.lap, c.pos
-    FROM jobsvc_results p JOIN candidates c ON c.id = p.id
-    WHERE p.status = 'Queued' AND p.run_at <= now()
-    ORDER BY c.rank, c.lap, c.pos
+    SELECT c.id, c.rank, c.lap, c.pos
+    FROM candidates c CROSS JOIN LATERAL (
+        SELECT FROM jobsvc_results p
+        WHERE p.id = c.id AND p.status = 'Queued' AND p.run_at <= now()
+        FOR UPDATE SKIP LOCKED
+    ) l
     LIMIT %(limit)s
-    FOR UPDATE OF p SKIP LOCKED
+), claimed AS (
+    UPDATE jobsvc_results r
+    SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
+        worker_id = %(worker_id)s, error = NULL
+    WHERE r.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING r.*, pg_advisory_lock(r.id)::text AS locked
 )"""
-_CLAIM_UPDATE = """
-UPDATE jobsvc_results r
-SET status = 'Processing', attempts = r.attempts + 1, started_at = now(), updated_at = now(),
-    worker_id = %(worker_id)s, error = NULL
-FROM picked
-WHERE r.id = picked.id
-RETURNING r.*, picked.rank AS ring_rank, picked.lap AS ring_lap, picked.pos AS ring_pos,
-    pg_advisory_lock(r.id)::text AS locked
-"""
-CLAIM_SQL = "\nWITH RECURSIVE " + _CLAIM_CTES.lstrip("\n") + _CLAIM_UPDATE
+#: The claimed rows with their place in the claim's order (`ring_*`, for the TenantRing).
+_CLAIMED_ROWS = """
+SELECT claimed.*, picked.rank AS ring_rank, picked.lap AS ring_lap, picked.pos AS ring_pos
+FROM claimed JOIN picked ON picked.id = claimed.id"""
+CLAIM_SQL = "\nWITH RECURSIVE " + _CLAIM_CTES.lstrip("\n") + _CLAIMED_ROWS + "\n"
 
 # The worker's whole cycle in ONE statement (issue 14, round 3), when every outcome's
 # decision is final whatever the row holds (`RetryPolicy.final`: completed, failed):
@@ -291,8 +303,8 @@ CLAIM_SQL = "\nWITH RECURSIVE " + _CLAIM_CTES.lstrip("\n") + _CLAIM_UPDATE
 #   walks them in that order (a nested loop over the unnest), so the rows are locked
 #   in id order, as FINISH_LOCK_SQL and a cancel lock them: the two never deadlock.
 #   (A locking CTE of its own cost 25-35 % more backend CPU per row.)
-# - `claimed`: CLAIM_SQL's UPDATE, whose advisory locks are taken in this statement's
-#   own transaction.
+# - `claimed`: CLAIM_SQL's UPDATE (one of its CTEs), whose advisory locks are taken in
+#   this statement's own transaction.
 # Sent on an autocommit connection: one round trip and one commit per cycle, with no
 # BEGIN, no locking read and no unlock statement. The two UPDATEs never touch the same
 # row: `finished` takes Processing rows, `claimed` Queued ones (in the statement's
@@ -305,16 +317,13 @@ CYCLE_SQL = (
     SET status = d.status, error = d.error, finished_at = now(), worker_id = NULL, updated_at = now()
     FROM unnest(%(ids)s::bigint[], %(statuses)s::text[], %(errors)s::text[]) AS d(id, status, error)
     WHERE r.id = d.id AND r.status = 'Processing' AND r.worker_id = %(worker_id)s
-    RETURNING r.*, NULL::bigint AS ring_rank, NULL::int AS ring_lap, NULL::int AS ring_pos,
-        pg_advisory_unlock(r.id)::text AS locked, false AS claimed
-), claimed AS ("""
-    + _CLAIM_UPDATE.rstrip("\n")
-    + """, true AS claimed
+    RETURNING r.*, pg_advisory_unlock(r.id)::text AS locked,
+        NULL::bigint AS ring_rank, NULL::int AS ring_lap, NULL::int AS ring_pos, false AS claimed
 )
 SELECT * FROM finished
-UNION ALL
-SELECT * FROM claimed
-"""
+UNION ALL"""
+    + _CLAIMED_ROWS.replace("ring_pos\n", "ring_pos, true AS claimed\n")
+    + "\n"
 )
 
 # After a short claim: seconds until the next Queued row is due. 0 when a row is due

@@ -108,3 +108,23 @@ def test_settings_logging_is_used_by_the_batch(capsys: pytest.CaptureFixture[str
         logging.getLogger().handlers.clear()
     (line,) = capsys.readouterr().err.strip().splitlines()  # the INFO lines are below the level
     assert json.loads(line)["status"] == "Failed"
+
+
+def test_text_lines_reach_each_handler_at_its_level_as_one_call_each_would(
+    stream: tuple[io.StringIO, logging.StreamHandler[io.StringIO]],
+) -> None:
+    out, handler = stream
+    handler.setFormatter(logs.TextFormatter())
+    warnings = io.StringIO()
+    second = logging.StreamHandler(warnings)
+    second.setFormatter(logs.TextFormatter())
+    second.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(second)
+    logging.getLogger().setLevel(logging.INFO)
+    for j in JOBS:
+        log_transition(j)
+    one_by_one, warned = lines(out), lines(warnings)
+    log_transitions(JOBS)
+    assert [x.split(" ", 2)[2] for x in lines(out)] == [x.split(" ", 2)[2] for x in one_by_one]
+    assert [x.split(" ", 2)[2] for x in lines(warnings)] == [x.split(" ", 2)[2] for x in warned]
+    assert len(warned) == 1 and "forged" in warned[0] and "\\n" in warned[0]  # escaped, one line
