@@ -2,11 +2,11 @@
 
 See docs/ARCHITECTURE.md, "Serving the API".
 
-Two adapters, both installed by `jobsvc.cli.serve_api`:
+Three adapters, all installed by `jobsvc.cli.serve_api`:
 
 - `shield_sends` wraps the ASGI app so that the last ``send`` of an HTTP response
-  (its final body message) runs to completion. quart-trio 0.12 cancels its per-request nursery as soon as
-  hypercorn reports the stream closed, while the request task is still inside
+  (its final body message) runs to completion. quart-trio 0.12 cancels its
+  per-request nursery as soon as hypercorn reports the stream closed, while the request task is still inside
   ``send``: hypercorn 0.18 runs its whole end-of-response path in that call
   (``TCPServer._close`` for ``Connection: close`` and HTTP/1.0, re-arming the
   keep-alive idle timer otherwise), and the cancellation landed at its first
@@ -133,7 +133,9 @@ def install_one_write_responses() -> None:
     response framed by Content-Length is kept until the body (or the end of the
     message, for an empty body) and written with it, and an event with no bytes writes
     nothing. A response without Content-Length (an event stream, chunked) sends its head
-    at once, as before: it may be a long time before its first body bytes exist.
+    at once, as before: it may be a long time before its first body bytes exist. (A
+    response abandoned between its head and its body, which hypercorn answers by closing
+    the connection, now closes it without sending the head: truncated either way.)
     """
     from hypercorn.events import RawData
     from hypercorn.protocol.h11 import H11Protocol
