@@ -264,6 +264,7 @@ async def serve_api(
     config.graceful_timeout = 5
     config.keep_alive_timeout = serving.KEEP_ALIVE_TIMEOUT
     serving.install_json_protocol_errors()
+    serving.install_one_write_responses()  # a response in one socket write, not three
     app = create_app(settings, metrics=metrics)
 
     async def shutdown_trigger() -> None:
